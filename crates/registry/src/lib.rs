@@ -1,0 +1,30 @@
+//! A client for OCI distribution registries, and pulling images into an [`img_store::Store`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), img_registry::Error> {
+//! use std::sync::Arc;
+//! use img_registry::{ClientOptions, PullOptions, Quiet, Reference, Registry, pull};
+//!
+//! let store = img_store::Store::open("/var/tmp/store")?;
+//! let reference = Reference::parse("127.0.0.1:5000/redis:7")?;
+//! let registry = Arc::new(Registry::new(reference.registry(), &ClientOptions::default())?);
+//! let pulled = pull(&registry, &store, &reference, &PullOptions::default(), Arc::new(Quiet)).await?;
+//! println!("{} layers, config {}", pulled.layers.len(), pulled.config.digest());
+//! # Ok(()) }
+//! ```
+//!
+//! Built on reqwest (rustls with the `ring` provider) rather than oci-client: see
+//! ARCHITECTURE.md for why.
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+mod platform;
+mod pull;
+mod reference;
+
+pub use client::{ClientOptions, Credentials, FetchedManifest, MAX_MANIFEST, Registry};
+pub use error::{Error, Result};
+pub use platform::Platform;
+pub use pull::{Progress, PullOptions, Pulled, Quiet, fetch_blob, pull};
+pub use reference::{DOCKER_HUB, DOCKER_HUB_API, Reference, api_host, is_loopback};

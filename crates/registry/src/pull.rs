@@ -1,0 +1,245 @@
+//! Pulling an image into the store: resolve the reference to a platform manifest, fetch what
+//! the store lacks (layers concurrently, each streamed to disk and verified), then name it.
+
+use std::sync::Arc;
+
+use img_store::manifest::{self, Manifest};
+use img_store::{Descriptor, Digest, Store};
+use tokio::sync::Semaphore;
+
+use crate::client::Registry;
+use crate::error::root_cause;
+use crate::{Error, Platform, Reference, Result};
+
+/// What [`pull`] may choose.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// The platform to pick from an index; the host's when `None`.
+    pub platform: Option<Platform>,
+    /// How many blobs download at once.
+    pub concurrency: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: None,
+            concurrency: 4,
+        }
+    }
+}
+
+/// Callbacks for showing a pull's progress. Every method has an empty default.
+pub trait Progress: Send + Sync {
+    /// The blobs of the chosen manifest are known; `present` ones will not be fetched.
+    fn blobs(&self, _blobs: &[Descriptor], _present: &[bool]) {}
+    /// `bytes` more bytes of `digest` arrived.
+    fn advance(&self, _digest: &Digest, _bytes: u64) {}
+    /// `digest` is verified and in the store.
+    fn done(&self, _digest: &Digest) {}
+}
+
+/// A [`Progress`] that shows nothing.
+#[derive(Debug, Default)]
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The reference, normalized; also the store's name for it.
+    pub reference: Reference,
+    /// The digest the reference resolved to (the index's, when it is an index).
+    pub digest: Digest,
+    /// The media type of that manifest or index.
+    pub media_type: String,
+    /// The platform manifest's digest.
+    pub manifest_digest: Digest,
+    /// The platform chosen from an index, if there was an index.
+    pub platform: Option<Platform>,
+    /// The config descriptor.
+    pub config: Descriptor,
+    /// The layer descriptors, base first.
+    pub layers: Vec<Descriptor>,
+    /// Blobs downloaded by this pull (config and layers).
+    pub fetched: usize,
+    /// Bytes downloaded by this pull (config and layers).
+    pub fetched_bytes: u64,
+}
+
+/// Pull `reference` from `registry` into `store` and name it there by its normalized form.
+pub async fn pull(
+    registry: &Arc<Registry>,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Pulled> {
+    let _guard = store.pull_guard()?;
+    let repo = reference.repository();
+    let top = registry
+        .manifest(repo, &reference.manifest_reference(), reference.digest())
+        .await?;
+    let parsed = manifest::parse(&top.digest, top.media_type.as_deref(), &top.bytes)?;
+    let mut annotations = std::collections::HashMap::new();
+    let (image, platform, child) = match parsed.manifest {
+        Manifest::Image(m) => (m, None, None),
+        Manifest::Index(index) => {
+            let wanted = options.platform.clone().unwrap_or_else(Platform::host);
+            let entry = wanted
+                .select(index.manifests())
+                .ok_or_else(|| Error::NoPlatform {
+                    reference: reference.to_string(),
+                    wanted: wanted.to_string(),
+                    available: index
+                        .manifests()
+                        .iter()
+                        .filter_map(Platform::of_descriptor)
+                        .map(|p| p.to_string())
+                        .collect(),
+                })?;
+            let chosen = Platform::of_descriptor(entry).unwrap_or(wanted);
+            let bytes = if store.has_blob(entry.digest(), Some(entry.size())) {
+                store.read_blob(entry.digest())?
+            } else {
+                registry
+                    .manifest(repo, entry.digest().as_ref(), Some(entry.digest()))
+                    .await?
+                    .bytes
+            };
+            let declared = entry.media_type().to_string();
+            let child = manifest::parse(entry.digest(), Some(&declared), &bytes)?;
+            let Manifest::Image(m) = child.manifest else {
+                return Err(img_store::Error::BadManifest {
+                    digest: entry.digest().clone(),
+                    reason: "an index inside an index is not supported".into(),
+                }
+                .into());
+            };
+            annotations.insert(
+                img_store::MANIFEST_ANNOTATION.to_string(),
+                entry.digest().to_string(),
+            );
+            annotations.insert(
+                img_store::PLATFORM_ANNOTATION.to_string(),
+                chosen.to_string(),
+            );
+            (m, Some(chosen), Some((entry.digest().clone(), bytes)))
+        }
+    };
+
+    let mut blobs = vec![image.config().clone()];
+    blobs.extend(image.layers().iter().cloned());
+    let present: Vec<bool> = blobs
+        .iter()
+        .map(|b| store.has_blob(b.digest(), Some(b.size())))
+        .collect();
+    progress.blobs(&blobs, &present);
+    let missing: Vec<Descriptor> = blobs
+        .iter()
+        .zip(&present)
+        .filter(|(_, p)| !**p)
+        .map(|(b, _)| b.clone())
+        .collect();
+    let fetched = missing.len();
+    let fetched_bytes = missing.iter().map(|b| b.size()).sum();
+    fetch_all(
+        registry,
+        store,
+        repo,
+        missing,
+        options.concurrency,
+        &progress,
+    )
+    .await?;
+
+    // Manifests go in after what they reference, so a manifest in the store implies its blobs.
+    let manifest_digest = match child {
+        Some((digest, bytes)) => {
+            store.put_blob(&digest, &bytes)?;
+            digest
+        }
+        None => top.digest.clone(),
+    };
+    store.put_blob(&top.digest, &top.bytes)?;
+    let mut descriptor = Descriptor::new(
+        parsed.media_type.as_str().into(),
+        top.bytes.len() as u64,
+        top.digest.clone(),
+    );
+    if !annotations.is_empty() {
+        descriptor.set_annotations(Some(annotations));
+    }
+    store.set_ref(&reference.to_string(), descriptor)?;
+    Ok(Pulled {
+        reference: reference.clone(),
+        digest: top.digest,
+        media_type: parsed.media_type,
+        manifest_digest,
+        platform,
+        config: image.config().clone(),
+        layers: image.layers().clone(),
+        fetched,
+        fetched_bytes,
+    })
+}
+
+/// Download blobs, at most `concurrency` at once; the first failure cancels the rest (their
+/// temp files are removed as their tasks are dropped).
+async fn fetch_all(
+    registry: &Arc<Registry>,
+    store: &Store,
+    repo: &str,
+    blobs: Vec<Descriptor>,
+    concurrency: usize,
+    progress: &Arc<dyn Progress>,
+) -> Result<()> {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for blob in blobs {
+        let (registry, store, repo) = (registry.clone(), store.clone(), repo.to_string());
+        let (permits, progress) = (permits.clone(), progress.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            fetch_blob(&registry, &store, &repo, &blob, progress.as_ref()).await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                return Err(Error::Interrupted {
+                    what: "blob download".into(),
+                    reason: root_cause(&e),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stream one blob into the store, verified.
+pub async fn fetch_blob(
+    registry: &Registry,
+    store: &Store,
+    repo: &str,
+    blob: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let digest = blob.digest();
+    let mut ingest = store.ingest(digest, Some(blob.size()))?;
+    let mut resp = registry.blob(repo, digest).await?;
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| Error::Interrupted {
+            what: format!("blob {digest} of {}/{repo}", registry.name()),
+            reason: root_cause(&e),
+        })?;
+        let Some(chunk) = chunk else { break };
+        ingest.write(&chunk)?;
+        progress.advance(digest, chunk.len() as u64);
+    }
+    ingest.commit()?;
+    progress.done(digest);
+    Ok(())
+}

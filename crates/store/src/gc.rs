@@ -1,0 +1,250 @@
+//! Garbage collection (mark from `index.json`, sweep `blobs/`) and fsck (re-hash everything).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs;
+use std::io::Read;
+
+use oci_spec::image::Digest;
+
+use crate::digest::{self, Hasher};
+use crate::error::IoContext;
+use crate::manifest::Manifest;
+use crate::{Error, Result, Store, ref_name};
+
+/// What [`Store::gc`] removed.
+#[derive(Debug, Default, Clone)]
+pub struct GcReport {
+    /// Blobs removed, with their sizes.
+    pub removed: Vec<(Digest, u64)>,
+    /// Blobs kept because a reference reaches them.
+    pub kept: usize,
+    /// Leftover temp files of interrupted writes that were removed.
+    pub temp_files: usize,
+}
+
+impl GcReport {
+    /// Total bytes freed.
+    pub fn freed(&self) -> u64 {
+        self.removed.iter().map(|(_, s)| s).sum()
+    }
+}
+
+/// One thing [`Store::fsck`] found wrong.
+#[derive(Debug, Clone)]
+pub enum Problem {
+    /// A blob's content does not hash to its name.
+    Corrupt {
+        /// The blob's name.
+        digest: Digest,
+        /// What its content hashes to.
+        actual: Digest,
+    },
+    /// A blob that a reference reaches is missing.
+    Missing {
+        /// The missing blob.
+        digest: Digest,
+        /// The reference that reaches it.
+        reference: String,
+    },
+    /// A blob is present but its size differs from the descriptor that reaches it.
+    WrongSize {
+        /// The blob.
+        digest: Digest,
+        /// The size the descriptor gives.
+        expected: u64,
+        /// The size on disk.
+        actual: u64,
+    },
+    /// A manifest or index reached from a reference could not be read.
+    Unreadable {
+        /// The reference.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Corrupt { digest, actual } => {
+                write!(f, "blob {digest}: content hashes to {actual} (corrupt)")
+            }
+            Problem::Missing { digest, reference } => {
+                write!(f, "blob {digest}: missing (needed by {reference})")
+            }
+            Problem::WrongSize {
+                digest,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "blob {digest}: {actual} bytes on disk, descriptor says {expected}"
+            ),
+            Problem::Unreadable { reference, reason } => write!(f, "image {reference}: {reason}"),
+        }
+    }
+}
+
+/// What [`Store::fsck`] checked and found.
+#[derive(Debug, Default, Clone)]
+pub struct FsckReport {
+    /// Blobs re-hashed.
+    pub blobs: usize,
+    /// Bytes re-hashed.
+    pub bytes: u64,
+    /// Everything found wrong; empty when the store is sound.
+    pub problems: Vec<Problem>,
+}
+
+impl Store {
+    /// Remove every blob that no reference reaches, and leftover temp files. Waits for pulls in
+    /// flight to finish first (they hold the gc lock shared).
+    pub fn gc(&self) -> Result<GcReport> {
+        let path = self.root.join("locks/gc.lock");
+        let lock = crate::open_lock(&path)?;
+        lock.lock().at(&path)?;
+        let (reachable, _) = self.mark()?;
+        let mut report = GcReport::default();
+        for (digest, size) in self.blobs()? {
+            if reachable.contains(&digest) {
+                report.kept += 1;
+                continue;
+            }
+            let path = self.blob_path(&digest);
+            fs::remove_file(&path).at(&path)?;
+            report.removed.push((digest, size));
+        }
+        let ingest = self.ingest_dir();
+        for entry in fs::read_dir(&ingest).at(&ingest)? {
+            let entry = entry.at(&ingest)?;
+            fs::remove_file(entry.path()).at(entry.path())?;
+            report.temp_files += 1;
+        }
+        Ok(report)
+    }
+
+    /// Re-hash every blob and check that every reference reaches only present blobs of the
+    /// right size.
+    pub fn fsck(&self) -> Result<FsckReport> {
+        let _guard = self.pull_guard()?;
+        let (_, mut problems) = self.mark()?;
+        let mut report = FsckReport::default();
+        let mut buf = vec![0u8; 256 * 1024];
+        for (digest, size) in self.blobs()? {
+            let path = self.blob_path(&digest);
+            let mut file = fs::File::open(&path).at(&path)?;
+            let mut hasher = Hasher::for_digest(&digest)?;
+            loop {
+                let n = file.read(&mut buf).at(&path)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            let actual = hasher.finish();
+            if actual != digest {
+                problems.push(Problem::Corrupt { digest, actual });
+            }
+            report.blobs += 1;
+            report.bytes += size;
+        }
+        report.problems = problems;
+        Ok(report)
+    }
+
+    /// Every blob present, with its size. Files whose names are not digests are skipped.
+    fn blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        let mut out = Vec::new();
+        for alg in ["sha256", "sha512"] {
+            let dir = self.root.join("blobs").join(alg);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: dir,
+                        source: e,
+                    });
+                }
+            };
+            for entry in entries {
+                let entry = entry.at(&dir)?;
+                let name = entry.file_name();
+                let Some(digest) = name
+                    .to_str()
+                    .and_then(|n| digest::parse(&format!("{alg}:{n}")).ok())
+                else {
+                    continue;
+                };
+                let size = entry.metadata().at(entry.path())?.len();
+                out.push((digest, size));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The blobs reachable from `index.json`, and what is missing or unreadable on the way.
+    /// An index's children that were never pulled (other platforms) are not required.
+    fn mark(&self) -> Result<(HashSet<Digest>, Vec<Problem>)> {
+        let mut reachable = HashSet::new();
+        let mut problems = Vec::new();
+        for top in self.refs()? {
+            let reference = ref_name(&top).unwrap_or("(unnamed)").to_string();
+            let mut queue = vec![(top, Node::Top)];
+            while let Some((desc, node)) = queue.pop() {
+                let digest = desc.digest().clone();
+                match fs::metadata(self.blob_path(&digest)).map(|m| m.len()) {
+                    Err(_) if node == Node::Platform => continue,
+                    Err(_) => {
+                        problems.push(Problem::Missing {
+                            digest,
+                            reference: reference.clone(),
+                        });
+                        continue;
+                    }
+                    Ok(actual) if actual != desc.size() => problems.push(Problem::WrongSize {
+                        digest: digest.clone(),
+                        expected: desc.size(),
+                        actual,
+                    }),
+                    Ok(_) => {}
+                }
+                if !reachable.insert(digest) || node == Node::Leaf {
+                    continue;
+                }
+                match self.parse_manifest(&desc).map(|p| p.manifest) {
+                    Ok(Manifest::Index(index)) => {
+                        queue.extend(
+                            index
+                                .manifests()
+                                .iter()
+                                .map(|d| (d.clone(), Node::Platform)),
+                        );
+                    }
+                    Ok(Manifest::Image(m)) => {
+                        queue.push((m.config().clone(), Node::Leaf));
+                        queue.extend(m.layers().iter().map(|d| (d.clone(), Node::Leaf)));
+                    }
+                    Err(e) => problems.push(Problem::Unreadable {
+                        reference: reference.clone(),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+        }
+        Ok((reachable, problems))
+    }
+}
+
+/// How a descriptor is reached while marking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    /// An `index.json` entry: required, and a manifest or index.
+    Top,
+    /// A child of an index: a manifest, needed only for the platform that was pulled.
+    Platform,
+    /// A config or layer: required, never parsed.
+    Leaf,
+}

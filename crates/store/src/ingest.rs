@@ -1,0 +1,158 @@
+//! Ingest: how a blob enters the store. Bytes go to a temp file inside the root, are hashed as
+//! they are written, and are renamed under `blobs/` only once digest and size match.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Seek, Write};
+use std::path::PathBuf;
+
+use oci_spec::image::Digest;
+
+use crate::digest::Hasher;
+use crate::error::IoContext;
+use crate::{Error, Result, Store};
+
+/// A blob being written. Dropping it without [`Ingest::commit`] removes the temp file, so a
+/// failed or cancelled download leaves nothing behind.
+pub struct Ingest {
+    file: BufWriter<File>,
+    temp: PathBuf,
+    target: PathBuf,
+    expected: Digest,
+    expected_size: Option<u64>,
+    hasher: Hasher,
+    written: u64,
+    done: bool,
+}
+
+impl Ingest {
+    pub(crate) fn begin(store: &Store, expected: &Digest, size: Option<u64>) -> Result<Ingest> {
+        let hasher = Hasher::for_digest(expected)?;
+        let dir = store.ingest_dir();
+        let temp = dir.join(format!(
+            "{}-{}-{}",
+            expected.digest(),
+            std::process::id(),
+            unique()
+        ));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .at(&temp)?;
+        Ok(Ingest {
+            file: BufWriter::with_capacity(128 * 1024, file),
+            temp,
+            target: store.blob_path(expected),
+            expected: expected.clone(),
+            expected_size: size,
+            hasher,
+            written: 0,
+            done: false,
+        })
+    }
+
+    /// The digest this blob must hash to.
+    pub fn digest(&self) -> &Digest {
+        &self.expected
+    }
+
+    /// Bytes accepted so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Append bytes. Fails as soon as more bytes arrive than the descriptor's size allows, so a
+    /// lying server cannot fill the disk.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let total = self.written + bytes.len() as u64;
+        if let Some(size) = self.expected_size
+            && total > size
+        {
+            return Err(Error::SizeMismatch {
+                digest: self.expected.clone(),
+                expected: size,
+                actual: total,
+            });
+        }
+        self.hasher.update(bytes);
+        self.file.write_all(bytes).at(&self.temp)?;
+        self.written = total;
+        Ok(())
+    }
+
+    /// Drop everything written so far and start again from byte 0 (a server that ignored a
+    /// range request sends the whole blob again).
+    pub fn restart(&mut self) -> Result<()> {
+        self.file.flush().at(&self.temp)?;
+        let f = self.file.get_mut();
+        f.set_len(0).at(&self.temp)?;
+        f.rewind().at(&self.temp)?;
+        self.hasher = Hasher::for_digest(&self.expected)?;
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Verify size and digest, make the bytes durable, and rename the blob into `blobs/`.
+    /// On a mismatch the temp file is removed and nothing enters the store.
+    pub fn commit(mut self) -> Result<()> {
+        if let Some(size) = self.expected_size
+            && self.written != size
+        {
+            return Err(Error::SizeMismatch {
+                digest: self.expected.clone(),
+                expected: size,
+                actual: self.written,
+            });
+        }
+        let hasher = std::mem::replace(&mut self.hasher, Hasher::for_digest(&self.expected)?);
+        let actual = hasher.finish();
+        if actual != self.expected {
+            return Err(Error::DigestMismatch {
+                expected: self.expected.clone(),
+                actual,
+            });
+        }
+        self.file.flush().at(&self.temp)?;
+        self.file.get_ref().sync_all().at(&self.temp)?;
+        fs::rename(&self.temp, &self.target).at(&self.target)?;
+        self.done = true;
+        if let Some(dir) = self.target.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("digest", &self.expected.to_string())
+            .field("written", &self.written)
+            .field("temp", &self.temp)
+            .finish()
+    }
+}
+
+/// Make a directory entry (a rename or a new file in it) durable.
+pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// A value unique within this process, for temp file names.
+pub(crate) fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (u64::from(nanos) << 20) ^ NEXT.fetch_add(1, Ordering::Relaxed)
+}

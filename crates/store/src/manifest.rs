@@ -1,0 +1,141 @@
+//! Telling manifests apart: OCI image manifest and index, Docker schema 2 manifest and
+//! manifest list, with or without a `mediaType` field (umoci writes none).
+
+use oci_spec::image::{Digest, ImageIndex, ImageManifest};
+
+use crate::{Error, Result};
+
+/// OCI image manifest media type.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index media type.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker schema 2 manifest media type.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker schema 2 manifest list media type.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker schema 1 media types, which are refused.
+pub const DOCKER_SCHEMA1: [&str; 2] = [
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+];
+
+/// The `Accept` header value for manifest requests: every type we can read, best first.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// A parsed manifest document.
+#[derive(Debug, Clone)]
+pub enum Manifest {
+    /// An image index or Docker manifest list: one entry per platform.
+    Index(Box<ImageIndex>),
+    /// An image manifest: a config and layers.
+    Image(Box<ImageManifest>),
+}
+
+/// A manifest and the media type it was recognised as.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The document.
+    pub manifest: Manifest,
+    /// Its media type: the declared one when there is one, else the OCI type its shape implies.
+    pub media_type: String,
+}
+
+/// Parse the manifest `bytes` (whose digest is `digest`). `declared` is the media type the
+/// registry announced (`Content-Type`), if any; the document's own `mediaType` field and then
+/// its shape decide when neither says.
+pub fn parse(digest: &Digest, declared: Option<&str>, bytes: &[u8]) -> Result<Parsed> {
+    let bad = |reason: String| Error::BadManifest {
+        digest: digest.clone(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let field = value
+        .get("mediaType")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let schema = value.get("schemaVersion").and_then(|v| v.as_u64());
+    let declared = declared.filter(|d| is_manifest_type(d) || DOCKER_SCHEMA1.contains(d));
+    let media_type = declared.or(field.as_deref());
+    if schema == Some(1) || media_type.is_some_and(|m| DOCKER_SCHEMA1.contains(&m)) {
+        return Err(bad(
+            "docker schema 1 manifests are unsupported; re-push the image as schema 2 or OCI"
+                .into(),
+        ));
+    }
+    let is_index = match media_type {
+        Some(OCI_INDEX | DOCKER_LIST) => true,
+        Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
+        _ => value.get("manifests").is_some_and(|m| m.is_array()),
+    };
+    let manifest = if is_index {
+        Manifest::Index(Box::new(
+            serde_json::from_value(value).map_err(|e| bad(format!("bad index: {e}")))?,
+        ))
+    } else if value.get("config").is_some() && value.get("layers").is_some() {
+        Manifest::Image(Box::new(
+            serde_json::from_value(value).map_err(|e| bad(format!("bad manifest: {e}")))?,
+        ))
+    } else {
+        return Err(bad(format!(
+            "not an image manifest or index (media type {})",
+            media_type.unwrap_or("not given")
+        )));
+    };
+    let media_type = match (media_type.filter(|m| is_manifest_type(m)), &manifest) {
+        (Some(m), _) => m.to_string(),
+        (_, Manifest::Index(_)) => OCI_INDEX.to_string(),
+        (_, Manifest::Image(_)) => OCI_MANIFEST.to_string(),
+    };
+    Ok(Parsed {
+        manifest,
+        media_type,
+    })
+}
+
+/// Whether `media_type` is one of the four manifest types we read.
+pub fn is_manifest_type(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_LIST
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest() -> Digest {
+        crate::digest::sha256(b"x")
+    }
+
+    #[test]
+    fn shape_decides_without_media_type() {
+        let umoci = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae","size":3},"layers":[]}"#;
+        let p = parse(&digest(), None, umoci).unwrap();
+        assert!(matches!(p.manifest, Manifest::Image(_)));
+        assert_eq!(p.media_type, OCI_MANIFEST);
+        let index = br#"{"schemaVersion":2,"manifests":[]}"#;
+        let p = parse(&digest(), Some("text/plain"), index).unwrap();
+        assert!(matches!(p.manifest, Manifest::Index(_)));
+        assert_eq!(p.media_type, OCI_INDEX);
+    }
+
+    #[test]
+    fn schema1_is_refused_by_name() {
+        let s1 = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
+        let err = parse(&digest(), None, s1).unwrap_err().to_string();
+        assert!(err.contains("schema 1") && err.contains("re-push"), "{err}");
+    }
+
+    #[test]
+    fn other_documents_are_refused() {
+        let err = parse(&digest(), None, b"{}").unwrap_err().to_string();
+        assert!(err.contains("not an image manifest"), "{err}");
+        let err = parse(&digest(), None, b"<html>").unwrap_err().to_string();
+        assert!(err.contains("invalid JSON"), "{err}");
+    }
+}

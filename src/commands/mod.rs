@@ -1,0 +1,100 @@
+//! One module per subcommand. Each parses nothing itself beyond its `Args` struct and calls
+//! the library crates; the helpers here are what several of them share.
+
+pub mod fsck;
+pub mod gc;
+pub mod images;
+pub mod inspect;
+pub mod layers;
+pub mod pull;
+pub mod rmi;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use img_registry::Reference;
+use img_store::{Image, Store};
+
+use crate::Global;
+
+/// The store root: `--root`/`IMG_ROOT`, else `/var/lib/img` for root, else the XDG data dir.
+pub fn root(global: &Global) -> PathBuf {
+    if let Some(root) = &global.root {
+        return root.clone();
+    }
+    // /proc/self belongs to the process's effective user.
+    let euid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    if euid == 0 {
+        return PathBuf::from("/var/lib/img");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("img")
+}
+
+/// Open (creating if needed) the store.
+pub fn store(global: &Global) -> Result<Store> {
+    let root = root(global);
+    Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
+}
+
+/// The store's name for what the user typed: its normalized reference when one is stored,
+/// else the text itself as a stored name, else a unique digest prefix (`sha256:` optional).
+pub fn resolve_name(store: &Store, input: &str) -> Result<String> {
+    let normalized = Reference::parse(input).map(|r| r.to_string());
+    let refs = store.refs()?;
+    let names: Vec<&str> = refs.iter().filter_map(img_store::ref_name).collect();
+    if let Ok(n) = &normalized
+        && names.contains(&n.as_str())
+    {
+        return Ok(n.clone());
+    }
+    if names.contains(&input) {
+        return Ok(input.to_string());
+    }
+    let prefix = input.strip_prefix("sha256:").unwrap_or(input);
+    if prefix.len() >= 4 && prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+        let hits: Vec<&str> = refs
+            .iter()
+            .filter(|d| d.digest().digest().starts_with(prefix))
+            .filter_map(img_store::ref_name)
+            .collect();
+        match hits[..] {
+            [one] => return Ok(one.to_string()),
+            [] => {}
+            _ => bail!(
+                "digest prefix {input:?} matches several images: {}",
+                hits.join(", ")
+            ),
+        }
+    }
+    match normalized {
+        Ok(n) if n != input => bail!("no image {input:?} in the store (looked for {n})"),
+        Ok(_) => bail!("no image {input:?} in the store"),
+        Err(e) => bail!("no image {input:?} in the store ({e})"),
+    }
+}
+
+/// Read the stored image the user named.
+pub fn image(store: &Store, input: &str) -> Result<Image> {
+    let name = resolve_name(store, input)?;
+    store
+        .image(&name)
+        .with_context(|| format!("reading image {name}"))
+}
+
+/// Split a stored name into (repository, tag) for display.
+pub fn repo_and_tag(name: &str) -> (String, String) {
+    match Reference::parse(name) {
+        Ok(r) => (
+            r.name(),
+            r.tag().map_or_else(|| "<none>".to_string(), str::to_string),
+        ),
+        Err(_) => (name.to_string(), "<none>".to_string()),
+    }
+}

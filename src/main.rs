@@ -1,0 +1,102 @@
+//! `img`: pull, inspect, unpack and run OCI container images without a daemon.
+//!
+//! This file only parses arguments; each subcommand lives in `commands/<name>.rs` and calls
+//! the library crates.
+
+mod commands;
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Pull, inspect and store OCI container images; no daemon.
+#[derive(Debug, Parser)]
+#[command(name = "img", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand accepts, before or after its name.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// The store's root directory (an OCI image layout) [default: /var/lib/img as root,
+    /// $XDG_DATA_HOME/img otherwise]
+    #[arg(long, global = true, env = "IMG_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print only what scripts need (a pull prints just the digest)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Say more about what happens (on stderr); repeat for more
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print data as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pull an image from a registry into the store
+    Pull(commands::pull::PullArgs),
+    /// List stored images
+    #[command(alias = "list")]
+    Images(commands::images::ImagesArgs),
+    /// Show an image's metadata (--json: its config)
+    Inspect(commands::inspect::InspectArgs),
+    /// List an image's layers
+    Layers(commands::layers::LayersArgs),
+    /// Remove image references (blobs stay until `img gc`)
+    Rmi(commands::rmi::RmiArgs),
+    /// Remove blobs no image reaches
+    Gc,
+    /// Re-hash every blob and check every image is complete
+    Fsck,
+    /// Manage images (docker-style aliases)
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// List stored images
+    #[command(alias = "list")]
+    Ls(commands::images::ImagesArgs),
+    /// Show an image's metadata
+    Inspect(commands::inspect::InspectArgs),
+    /// Remove image references
+    #[command(alias = "remove")]
+    Rm(commands::rmi::RmiArgs),
+    /// Pull an image
+    Pull(commands::pull::PullArgs),
+    /// List an image's layers
+    Layers(commands::layers::LayersArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let g = &cli.global;
+    let result = match cli.command {
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => commands::pull::run(g, a),
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => commands::images::run(g, a),
+        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => {
+            commands::inspect::run(g, a)
+        }
+        Command::Layers(a) | Command::Image(ImageCommand::Layers(a)) => commands::layers::run(g, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => commands::rmi::run(g, a),
+        Command::Gc => commands::gc::run(g),
+        Command::Fsck => commands::fsck::run(g),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
