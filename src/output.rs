@@ -53,16 +53,21 @@ pub fn size(bytes: u64) -> String {
         unit += 1;
     }
     if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.3}")
-            .chars()
-            .take(if value >= 100.0 { 3 } else { 4 })
-            .collect::<String>()
-            .trim_end_matches('.')
-            .to_string()
-            + UNITS[unit]
+        return format!("{bytes}B");
     }
+    // Three significant digits, without trailing zeros.
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut text = format!("{value:.digits$}");
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    text + UNITS[unit]
 }
 
 /// How long ago an RFC 3339 time was, in docker's words (`3 days ago`).

@@ -46,7 +46,7 @@ pub fn run(global: &Global, args: ImagesArgs) -> Result<ExitCode> {
         rows.push(vec![
             repository.clone(),
             tag.clone(),
-            img_store::digest::short(image.descriptor.digest()).to_string(),
+            img_store::digest::short(&image.registry_digest()).to_string(),
             output::size(image.size()),
             output::age(created.as_deref()),
         ]);
@@ -54,7 +54,8 @@ pub fn run(global: &Global, args: ImagesArgs) -> Result<ExitCode> {
             "name": name,
             "repository": repository,
             "tag": tag,
-            "digest": image.descriptor.digest().to_string(),
+            "digest": image.registry_digest().to_string(),
+            "stored": image.descriptor.digest().to_string(),
             "manifest": image.manifest_digest.to_string(),
             "config": image.manifest.config().digest().to_string(),
             "platform": image.platform,

@@ -33,9 +33,18 @@ pub fn run(global: &Global, args: InspectArgs) -> Result<ExitCode> {
     };
     let mut lines: Vec<(&str, String)> = vec![
         ("Name", image.name.clone()),
-        ("Digest", image.descriptor.digest().to_string()),
+        ("Digest", image.registry_digest().to_string()),
         ("Media type", image.descriptor.media_type().to_string()),
     ];
+    if &image.registry_digest() != image.descriptor.digest() {
+        lines.push((
+            "Stored as",
+            format!(
+                "{} (the OCI form of the registry's Docker document)",
+                image.descriptor.digest()
+            ),
+        ));
+    }
     if &image.manifest_digest != image.descriptor.digest() {
         lines.push(("Manifest", image.manifest_digest.to_string()));
     }

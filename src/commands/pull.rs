@@ -91,16 +91,16 @@ pub fn run(global: &Global, args: PullArgs) -> Result<ExitCode> {
     bars.clear();
     let pulled = pulled?;
     if global.verbose > 0 {
+        let platform = pulled
+            .platform
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" (platform {p})"));
         eprintln!(
-            "{}: {} {}, fetched {} blob(s), {} byte(s)",
+            "{}: {}{platform}; fetched {} blob(s), {}",
             pulled.reference,
             pulled.media_type,
-            pulled
-                .platform
-                .as_ref()
-                .map_or_else(String::new, |p| format!("platform {p}")),
             pulled.fetched,
-            pulled.fetched_bytes
+            crate::output::size(pulled.fetched_bytes)
         );
     }
     if global.json {

@@ -4,7 +4,11 @@
 use std::sync::Arc;
 
 use img_store::manifest::{self, Manifest};
-use img_store::{Descriptor, Digest, Store};
+use std::collections::HashMap;
+
+use img_store::{
+    Descriptor, Digest, MANIFEST_ANNOTATION, PLATFORM_ANNOTATION, REGISTRY_DIGEST_ANNOTATION, Store,
+};
 use tokio::sync::Semaphore;
 
 use crate::client::Registry;
@@ -49,11 +53,11 @@ impl Progress for Quiet {}
 pub struct Pulled {
     /// The reference, normalized; also the store's name for it.
     pub reference: Reference,
-    /// The digest the reference resolved to (the index's, when it is an index).
+    /// The digest the reference resolved to at the registry (the index's, when it is an index).
     pub digest: Digest,
     /// The media type of that manifest or index.
     pub media_type: String,
-    /// The platform manifest's digest.
+    /// The platform manifest's digest, as the registry serves it.
     pub manifest_digest: Digest,
     /// The platform chosen from an index, if there was an index.
     pub platform: Option<Platform>,
@@ -81,9 +85,16 @@ pub async fn pull(
         .manifest(repo, &reference.manifest_reference(), reference.digest())
         .await?;
     let parsed = manifest::parse(&top.digest, top.media_type.as_deref(), &top.bytes)?;
-    let mut annotations = std::collections::HashMap::new();
-    let (image, platform, child) = match parsed.manifest {
-        Manifest::Image(m) => (m, None, None),
+
+    // The platform manifest: the top document itself, or the index's entry for our platform.
+    let (entry, platform, child_digest, child_bytes, child_type) = match &parsed.manifest {
+        Manifest::Image(_) => (
+            None,
+            None,
+            top.digest.clone(),
+            top.bytes.clone(),
+            parsed.media_type.clone(),
+        ),
         Manifest::Index(index) => {
             let wanted = options.platform.clone().unwrap_or_else(Platform::host);
             let entry = wanted
@@ -98,7 +109,6 @@ pub async fn pull(
                         .map(|p| p.to_string())
                         .collect(),
                 })?;
-            let chosen = Platform::of_descriptor(entry).unwrap_or(wanted);
             let bytes = if store.has_blob(entry.digest(), Some(entry.size())) {
                 store.read_blob(entry.digest())?
             } else {
@@ -107,25 +117,24 @@ pub async fn pull(
                     .await?
                     .bytes
             };
-            let declared = entry.media_type().to_string();
-            let child = manifest::parse(entry.digest(), Some(&declared), &bytes)?;
-            let Manifest::Image(m) = child.manifest else {
-                return Err(img_store::Error::BadManifest {
-                    digest: entry.digest().clone(),
-                    reason: "an index inside an index is not supported".into(),
-                }
-                .into());
-            };
-            annotations.insert(
-                img_store::MANIFEST_ANNOTATION.to_string(),
-                entry.digest().to_string(),
-            );
-            annotations.insert(
-                img_store::PLATFORM_ANNOTATION.to_string(),
-                chosen.to_string(),
-            );
-            (m, Some(chosen), Some((entry.digest().clone(), bytes)))
+            let chosen = Platform::of_descriptor(entry).unwrap_or(wanted);
+            let media_type = entry.media_type().to_string();
+            (
+                Some(entry.clone()),
+                Some(chosen),
+                entry.digest().clone(),
+                bytes,
+                media_type,
+            )
         }
+    };
+    let child = manifest::parse(&child_digest, Some(&child_type), &child_bytes)?;
+    let Manifest::Image(image) = child.manifest else {
+        return Err(img_store::Error::BadManifest {
+            digest: child_digest,
+            reason: "an index inside an index is not supported".into(),
+        }
+        .into());
     };
 
     let mut blobs = vec![image.config().clone()];
@@ -154,19 +163,45 @@ pub async fn pull(
     .await?;
 
     // Manifests go in after what they reference, so a manifest in the store implies its blobs.
-    let manifest_digest = match child {
-        Some((digest, bytes)) => {
-            store.put_blob(&digest, &bytes)?;
-            digest
-        }
-        None => top.digest.clone(),
+    // Docker manifests and lists are stored in their OCI form, so that OCI tools read every
+    // image; the registry's digest is kept as an annotation.
+    let (child_stored, child_stored_type) = if child.media_type == manifest::DOCKER_MANIFEST {
+        let oci = manifest::docker_to_oci(&child_digest, &child_bytes)?;
+        (oci, manifest::OCI_MANIFEST.to_string())
+    } else {
+        (child_bytes, child.media_type.clone())
     };
-    store.put_blob(&top.digest, &top.bytes)?;
-    let mut descriptor = Descriptor::new(
-        parsed.media_type.as_str().into(),
-        top.bytes.len() as u64,
-        top.digest.clone(),
-    );
+    let child_stored_digest = store_json(store, &child_digest, &child_stored)?;
+    let mut annotations = HashMap::new();
+    let descriptor = match (&entry, &platform) {
+        (Some(entry), Some(chosen)) => {
+            let (bytes, media_type) = if parsed.media_type == manifest::DOCKER_LIST {
+                let mut oci_entry = Descriptor::new(
+                    child_stored_type.as_str().into(),
+                    child_stored.len() as u64,
+                    child_stored_digest.clone(),
+                );
+                oci_entry.set_platform(entry.platform().clone());
+                let index = manifest::single_entry_index(&oci_entry);
+                (index, manifest::OCI_INDEX.to_string())
+            } else {
+                (top.bytes.clone(), parsed.media_type.clone())
+            };
+            let digest = store_json(store, &top.digest, &bytes)?;
+            annotations.insert(MANIFEST_ANNOTATION.into(), child_stored_digest.to_string());
+            annotations.insert(PLATFORM_ANNOTATION.into(), chosen.to_string());
+            Descriptor::new(media_type.as_str().into(), bytes.len() as u64, digest)
+        }
+        _ => Descriptor::new(
+            child_stored_type.as_str().into(),
+            child_stored.len() as u64,
+            child_stored_digest.clone(),
+        ),
+    };
+    let mut descriptor = descriptor;
+    if descriptor.digest() != &top.digest {
+        annotations.insert(REGISTRY_DIGEST_ANNOTATION.into(), top.digest.to_string());
+    }
     if !annotations.is_empty() {
         descriptor.set_annotations(Some(annotations));
     }
@@ -175,13 +210,20 @@ pub async fn pull(
         reference: reference.clone(),
         digest: top.digest,
         media_type: parsed.media_type,
-        manifest_digest,
+        manifest_digest: child_digest,
         platform,
         config: image.config().clone(),
         layers: image.layers().clone(),
         fetched,
         fetched_bytes,
     })
+}
+
+/// Store a JSON document under its sha256 (or, when unchanged, under the digest it came with).
+fn store_json(store: &Store, original: &Digest, bytes: &[u8]) -> Result<Digest> {
+    let digest = img_store::digest::of_bytes_like(original, bytes)?;
+    store.put_blob(&digest, bytes)?;
+    Ok(digest)
 }
 
 /// Download blobs, at most `concurrency` at once; the first failure cancels the rest (their

@@ -4,7 +4,10 @@
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifest};
 
 use crate::manifest::{self, Manifest};
-use crate::{Error, MANIFEST_ANNOTATION, PLATFORM_ANNOTATION, Result, Store, ref_name};
+use crate::{
+    Error, MANIFEST_ANNOTATION, PLATFORM_ANNOTATION, REGISTRY_DIGEST_ANNOTATION, Result, Store,
+    ref_name,
+};
 
 /// An image as the store holds it.
 #[derive(Debug, Clone)]
@@ -30,6 +33,17 @@ pub struct Image {
 }
 
 impl Image {
+    /// The digest the registry serves for this reference (the stored document's own digest
+    /// unless it was converted from a Docker manifest or list).
+    pub fn registry_digest(&self) -> Digest {
+        self.descriptor
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(REGISTRY_DIGEST_ANNOTATION))
+            .and_then(|d| crate::digest::parse(d).ok())
+            .unwrap_or_else(|| self.descriptor.digest().clone())
+    }
+
     /// Bytes this image occupies in the store: manifests, config and compressed layers.
     pub fn size(&self) -> u64 {
         let mut size = self.manifest_size

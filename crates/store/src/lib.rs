@@ -49,6 +49,10 @@ pub const MANIFEST_ANNOTATION: &str = "io.img.manifest";
 /// Our annotation on an index's entry: the platform that was chosen (`os/arch[/variant]`).
 pub const PLATFORM_ANNOTATION: &str = "io.img.platform";
 
+/// Our annotation, when the stored document is not the one the registry serves (a Docker
+/// manifest or list kept in its OCI form): the registry's digest for the reference.
+pub const REGISTRY_DIGEST_ANNOTATION: &str = "io.img.digest";
+
 /// The largest manifest or config the store reads into memory.
 pub const MAX_JSON_BLOB: u64 = 16 * 1024 * 1024;
 

@@ -96,6 +96,60 @@ pub fn parse(digest: &Digest, declared: Option<&str>, bytes: &[u8]) -> Result<Pa
     })
 }
 
+/// The OCI form of a Docker schema 2 manifest: the same config and layer blobs under OCI media
+/// types, every other field kept. The store keeps this form so that OCI tools (skopeo, umoci)
+/// can read every image; the registry's digest is recorded beside it.
+pub fn docker_to_oci(digest: &Digest, bytes: &[u8]) -> Result<Vec<u8>> {
+    let bad = |reason: String| Error::BadManifest {
+        digest: digest.clone(),
+        reason,
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let map = |v: &mut serde_json::Value| {
+        if let Some(mt) = v.get_mut("mediaType")
+            && let Some(oci) = mt.as_str().and_then(oci_blob_type)
+        {
+            *mt = oci.into();
+        }
+    };
+    value["mediaType"] = OCI_MANIFEST.into();
+    if let Some(config) = value.get_mut("config") {
+        map(config);
+    }
+    if let Some(layers) = value.get_mut("layers").and_then(|l| l.as_array_mut()) {
+        layers.iter_mut().for_each(map);
+    }
+    serde_json::to_vec(&value).map_err(|e| bad(format!("cannot re-encode: {e}")))
+}
+
+/// An OCI index listing one platform manifest (the form a Docker manifest list takes in the
+/// store, where only the pulled platform is kept).
+pub fn single_entry_index(entry: &oci_spec::image::Descriptor) -> Vec<u8> {
+    let value = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [entry],
+    });
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// The OCI media type for a Docker config or layer media type, if it has one.
+fn oci_blob_type(docker: &str) -> Option<&'static str> {
+    match docker {
+        "application/vnd.docker.container.image.v1+json" => {
+            Some("application/vnd.oci.image.config.v1+json")
+        }
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            Some("application/vnd.oci.image.layer.v1.tar+gzip")
+        }
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            Some("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
+        }
+        _ => None,
+    }
+}
+
 /// Whether `media_type` is one of the four manifest types we read.
 pub fn is_manifest_type(media_type: &str) -> bool {
     matches!(
@@ -129,6 +183,30 @@ mod tests {
         let s1 = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
         let err = parse(&digest(), None, s1).unwrap_err().to_string();
         assert!(err.contains("schema 1") && err.contains("re-push"), "{err}");
+    }
+
+    #[test]
+    fn docker_manifests_convert_to_oci() {
+        let docker = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":3,"digest":"sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"},"layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":5,"digest":"sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae","urls":["x"]}]}"#;
+        let oci = docker_to_oci(&digest(), docker).unwrap();
+        let p = parse(&digest(), None, &oci).unwrap();
+        assert_eq!(p.media_type, OCI_MANIFEST);
+        let Manifest::Image(m) = p.manifest else {
+            panic!("not a manifest")
+        };
+        assert_eq!(
+            m.config().media_type().to_string(),
+            "application/vnd.oci.image.config.v1+json"
+        );
+        assert_eq!(
+            m.layers()[0].media_type().to_string(),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        assert_eq!(
+            m.layers()[0].urls().as_deref(),
+            Some(&["x".to_string()][..])
+        );
+        assert_eq!(m.layers()[0].size(), 5);
     }
 
     #[test]
