@@ -79,6 +79,12 @@ enum ImageCommand {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of our output goes away
+    // (`img layers | head`); Rust ignores SIGPIPE by default.
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let g = &cli.global;
     let result = match cli.command {

@@ -56,7 +56,7 @@ pub fn run(global: &Global, args: ImagesArgs) -> Result<ExitCode> {
             "tag": tag,
             "digest": image.registry_digest().to_string(),
             "stored": image.descriptor.digest().to_string(),
-            "manifest": image.manifest_digest.to_string(),
+            "manifest": image.registry_manifest_digest().to_string(),
             "config": image.manifest.config().digest().to_string(),
             "platform": image.platform,
             "size": image.size(),

@@ -45,8 +45,8 @@ pub fn run(global: &Global, args: InspectArgs) -> Result<ExitCode> {
             ),
         ));
     }
-    if &image.manifest_digest != image.descriptor.digest() {
-        lines.push(("Manifest", image.manifest_digest.to_string()));
+    if image.registry_manifest_digest() != image.registry_digest() {
+        lines.push(("Manifest", image.registry_manifest_digest().to_string()));
     }
     lines.extend([
         ("Config", image.manifest.config().digest().to_string()),

@@ -40,7 +40,7 @@ pub fn root(global: &Global) -> PathBuf {
 /// Open (creating if needed) the store.
 pub fn store(global: &Global) -> Result<Store> {
     let root = root(global);
-    Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
+    Store::open(&root).context("opening the store")
 }
 
 /// The store's name for what the user typed: its normalized reference when one is stored,

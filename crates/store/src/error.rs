@@ -10,12 +10,12 @@ use oci_spec::image::Digest;
 #[non_exhaustive]
 pub enum Error {
     /// A filesystem operation failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file or directory involved.
         path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
+        /// The underlying error (part of the message, so not also a `source()`).
+        cause: io::Error,
     },
     /// A string is not a valid digest.
     #[error("invalid digest {input:?}: {reason}")]
@@ -60,12 +60,12 @@ pub enum Error {
         limit: u64,
     },
     /// A JSON document in the store could not be parsed.
-    #[error("{what}: invalid JSON: {source}")]
+    #[error("{what}: invalid JSON: {cause}")]
     Json {
         /// The file or blob involved.
         what: String,
         /// The parser's error.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// The root exists but is not an OCI image layout this store can use.
     #[error("{}: not an OCI image layout: {reason}", path.display())]
@@ -98,9 +98,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|cause| Error::Io {
             path: path.into(),
-            source,
+            cause,
         })
     }
 }

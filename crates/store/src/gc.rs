@@ -165,7 +165,7 @@ impl Store {
                 Err(e) => {
                     return Err(Error::Io {
                         path: dir,
-                        source: e,
+                        cause: e,
                     });
                 }
             };

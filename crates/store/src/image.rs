@@ -44,6 +44,17 @@ impl Image {
             .unwrap_or_else(|| self.descriptor.digest().clone())
     }
 
+    /// The digest the registry serves for the platform manifest (the stored manifest's own
+    /// digest unless it was converted from a Docker manifest).
+    pub fn registry_manifest_digest(&self) -> Digest {
+        self.manifest
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(REGISTRY_DIGEST_ANNOTATION))
+            .and_then(|d| crate::digest::parse(d).ok())
+            .unwrap_or_else(|| self.manifest_digest.clone())
+    }
+
     /// Bytes this image occupies in the store: manifests, config and compressed layers.
     pub fn size(&self) -> u64 {
         let mut size = self.manifest_size
@@ -124,9 +135,9 @@ impl Store {
             }
         };
         let config_json = self.read_blob(image.config().digest())?;
-        let config = serde_json::from_slice(&config_json).map_err(|source| Error::Json {
+        let config = serde_json::from_slice(&config_json).map_err(|cause| Error::Json {
             what: format!("config {}", image.config().digest()),
-            source,
+            cause,
         })?;
         Ok(Image {
             name: name.to_string(),

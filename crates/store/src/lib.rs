@@ -90,7 +90,7 @@ impl Store {
             Err(e) => {
                 return Err(Error::Io {
                     path: layout,
-                    source: e,
+                    cause: e,
                 });
             }
         }
@@ -144,7 +144,7 @@ impl Store {
         let path = self.blob_path(digest);
         File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::BlobMissing(digest.clone()),
-            _ => Error::Io { path, source: e },
+            _ => Error::Io { path, cause: e },
         })
     }
 
@@ -240,16 +240,16 @@ impl Store {
     fn read_index(&self) -> Result<ImageIndex> {
         let path = self.index_path();
         let bytes = fs::read(&path).at(&path)?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        serde_json::from_slice(&bytes).map_err(|cause| Error::Json {
             what: path.display().to_string(),
-            source,
+            cause,
         })
     }
 
     fn write_index(&self, index: &ImageIndex) -> Result<()> {
-        let bytes = serde_json::to_vec(index).map_err(|source| Error::Json {
+        let bytes = serde_json::to_vec(index).map_err(|cause| Error::Json {
             what: self.index_path().display().to_string(),
-            source,
+            cause,
         })?;
         write_atomic(&self.index_path(), &bytes)
     }
@@ -290,9 +290,9 @@ fn empty_index() -> ImageIndex {
 }
 
 fn check_layout(path: &Path, bytes: &[u8]) -> Result<()> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|source| Error::Json {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|cause| Error::Json {
         what: path.display().to_string(),
-        source,
+        cause,
     })?;
     match value.get("imageLayoutVersion").and_then(|v| v.as_str()) {
         Some(v) if v.starts_with("1.") => Ok(()),

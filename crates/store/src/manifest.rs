@@ -97,8 +97,9 @@ pub fn parse(digest: &Digest, declared: Option<&str>, bytes: &[u8]) -> Result<Pa
 }
 
 /// The OCI form of a Docker schema 2 manifest: the same config and layer blobs under OCI media
-/// types, every other field kept. The store keeps this form so that OCI tools (skopeo, umoci)
-/// can read every image; the registry's digest is recorded beside it.
+/// types, every other field kept, and the registry's `digest` recorded in the annotation
+/// [`REGISTRY_DIGEST_ANNOTATION`](crate::REGISTRY_DIGEST_ANNOTATION). The store keeps this form
+/// so that OCI tools (skopeo, umoci) can read every image.
 pub fn docker_to_oci(digest: &Digest, bytes: &[u8]) -> Result<Vec<u8>> {
     let bad = |reason: String| Error::BadManifest {
         digest: digest.clone(),
@@ -114,6 +115,18 @@ pub fn docker_to_oci(digest: &Digest, bytes: &[u8]) -> Result<Vec<u8>> {
         }
     };
     value["mediaType"] = OCI_MANIFEST.into();
+    // Provenance: the digest the registry serves for this manifest.
+    let annotations = value
+        .as_object_mut()
+        .ok_or_else(|| bad("not a JSON object".into()))?
+        .entry("annotations")
+        .or_insert_with(|| serde_json::json!({}));
+    if let Some(a) = annotations.as_object_mut() {
+        a.insert(
+            crate::REGISTRY_DIGEST_ANNOTATION.to_string(),
+            digest.to_string().into(),
+        );
+    }
     if let Some(config) = value.get_mut("config") {
         map(config);
     }
@@ -207,6 +220,10 @@ mod tests {
             Some(&["x".to_string()][..])
         );
         assert_eq!(m.layers()[0].size(), 5);
+        assert_eq!(
+            m.annotations().as_ref().unwrap()[crate::REGISTRY_DIGEST_ANNOTATION],
+            digest().to_string()
+        );
     }
 
     #[test]
