@@ -94,6 +94,32 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A configuration file could not be used.
+    #[error("{}: {reason}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `docker-credential-*` helper failed.
+    #[error("credential helper {helper} {verb}: {reason}")]
+    CredentialHelper {
+        /// The helper program.
+        helper: String,
+        /// `get`, `store` or `erase`.
+        verb: String,
+        /// What went wrong (its first line of stderr).
+        reason: String,
+    },
+    /// `registries.conf` blocks the registry.
+    #[error("{reference}: registry {prefix} is blocked by registries.conf")]
+    Blocked {
+        /// The reference.
+        reference: String,
+        /// The blocked prefix.
+        prefix: String,
+    },
     /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),

@@ -17,13 +17,16 @@
 //! ARCHITECTURE.md for why.
 #![warn(missing_docs)]
 
+pub mod auth;
 mod client;
+mod conf;
 mod error;
 mod platform;
 mod pull;
 mod reference;
 
 pub use client::{ClientOptions, Credentials, FetchedManifest, MAX_MANIFEST, Registry};
+pub use conf::{Mirror, RegistriesConf, RegistryEntry, Source};
 pub use error::{Error, Result};
 pub use platform::Platform;
 pub use pull::{Progress, PullOptions, Pulled, Quiet, fetch_blob, pull};
