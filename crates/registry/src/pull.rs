@@ -281,7 +281,13 @@ pub async fn fetch_blob(
         ingest.write(&chunk)?;
         progress.advance(digest, chunk.len() as u64);
     }
-    ingest.commit()?;
+    // The fsync waits for the disk: let the async workers keep downloading meanwhile.
+    tokio::task::spawn_blocking(move || ingest.commit())
+        .await
+        .map_err(|e| Error::Interrupted {
+            what: format!("blob {digest}"),
+            reason: root_cause(&e),
+        })??;
     progress.done(digest);
     Ok(())
 }

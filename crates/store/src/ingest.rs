@@ -21,8 +21,14 @@ pub struct Ingest {
     expected_size: Option<u64>,
     hasher: Hasher,
     written: u64,
+    /// Bytes already handed to the kernel's writeback (see [`WRITE_BEHIND`]).
+    flushed: u64,
     done: bool,
 }
+
+/// Every this many bytes, start writing the blob back to disk, so the final fsync finds little
+/// left to do and disk writes overlap the download.
+const WRITE_BEHIND: u64 = 8 * 1024 * 1024;
 
 impl Ingest {
     pub(crate) fn begin(store: &Store, expected: &Digest, size: Option<u64>) -> Result<Ingest> {
@@ -47,6 +53,7 @@ impl Ingest {
             expected_size: size,
             hasher,
             written: 0,
+            flushed: 0,
             done: false,
         })
     }
@@ -77,6 +84,15 @@ impl Ingest {
         self.hasher.update(bytes);
         self.file.write_all(bytes).at(&self.temp)?;
         self.written = total;
+        if self.written - self.flushed >= WRITE_BEHIND {
+            self.file.flush().at(&self.temp)?;
+            start_writeback(
+                self.file.get_ref(),
+                self.flushed,
+                self.written - self.flushed,
+            );
+            self.flushed = self.written;
+        }
         Ok(())
     }
 
@@ -89,11 +105,14 @@ impl Ingest {
         f.rewind().at(&self.temp)?;
         self.hasher = Hasher::for_digest(&self.expected)?;
         self.written = 0;
+        self.flushed = 0;
         Ok(())
     }
 
     /// Verify size and digest, make the bytes durable, and rename the blob into `blobs/`.
-    /// On a mismatch the temp file is removed and nothing enters the store.
+    /// On a mismatch the temp file is removed and nothing enters the store. The rename itself
+    /// is made durable by the next [`Store::set_ref`] or [`Store::sync`], which fsync `blobs/`
+    /// once for all the blobs committed before them.
     pub fn commit(mut self) -> Result<()> {
         if let Some(size) = self.expected_size
             && self.written != size
@@ -116,9 +135,6 @@ impl Ingest {
         self.file.get_ref().sync_all().at(&self.temp)?;
         fs::rename(&self.temp, &self.target).at(&self.target)?;
         self.done = true;
-        if let Some(dir) = self.target.parent() {
-            sync_dir(dir)?;
-        }
         Ok(())
     }
 }
@@ -138,6 +154,18 @@ impl std::fmt::Debug for Ingest {
             .field("written", &self.written)
             .field("temp", &self.temp)
             .finish()
+    }
+}
+
+/// Ask the kernel to start writing a range of the file to disk, without waiting.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a plain syscall on a file descriptor we own; failure only loses the hint.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 

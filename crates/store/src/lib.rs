@@ -194,11 +194,21 @@ impl Store {
         let mut annotations = descriptor.annotations().clone().unwrap_or_default();
         annotations.insert(REF_NAME.to_string(), name.to_string());
         descriptor.set_annotations(Some(annotations));
+        self.sync()?;
         self.update_index(|manifests| {
             manifests.retain(|d| ref_name(d) != Some(name));
             manifests.push(descriptor);
             Ok(())
         })
+    }
+
+    /// Make every blob committed so far durable (fsync `blobs/`). [`Store::set_ref`] does
+    /// this before it names anything.
+    pub fn sync(&self) -> Result<()> {
+        for alg in ["sha256", "sha512"] {
+            ingest::sync_dir(&self.root.join("blobs").join(alg))?;
+        }
+        Ok(())
     }
 
     /// Remove the reference `name` and return what it pointed at. Blobs stay until [`Store::gc`].
