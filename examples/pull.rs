@@ -9,7 +9,7 @@ use std::error::Error;
 use std::io::Read;
 use std::sync::Arc;
 
-use img_registry::{ClientOptions, PullOptions, Quiet, Reference, Registry, pull};
+use img_registry::{Client, ClientOptions, PullOptions, Quiet, Reference, pull};
 use img_store::Store;
 
 #[tokio::main]
@@ -22,12 +22,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let reference = Reference::parse(&reference)?;
     let store = Store::open(root)?;
-    let registry = Arc::new(Registry::new(
-        reference.registry(),
-        &ClientOptions::default(),
-    )?);
+    let client = Client::new(ClientOptions::default());
     let pulled = pull(
-        &registry,
+        &client,
         &store,
         &reference,
         &PullOptions::default(),

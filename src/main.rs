@@ -55,6 +55,10 @@ enum Command {
     Rmi(commands::rmi::RmiArgs),
     /// Remove blobs no image reaches
     Gc,
+    /// Check credentials against a registry and keep them (docker's config.json)
+    Login(commands::login::LoginArgs),
+    /// Forget a registry's credentials
+    Logout(commands::login::LogoutArgs),
     /// Re-hash every blob and check every image is complete
     Fsck,
     /// Manage images (docker-style aliases)
@@ -96,6 +100,8 @@ fn main() -> ExitCode {
         Command::Layers(a) | Command::Image(ImageCommand::Layers(a)) => commands::layers::run(g, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => commands::rmi::run(g, a),
         Command::Gc => commands::gc::run(g),
+        Command::Login(a) => commands::login::run_login(g, a),
+        Command::Logout(a) => commands::login::run_logout(g, a),
         Command::Fsck => commands::fsck::run(g),
     };
     match result {

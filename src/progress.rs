@@ -83,6 +83,21 @@ impl Progress for Bars {
         }
     }
 
+    fn reset(&self, digest: &Digest, position: u64) {
+        if let Some(bar) = self
+            .bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+        {
+            let lost = bar.position().saturating_sub(position);
+            bar.set_position(position);
+            if let Some(total) = &*self.total.lock().unwrap_or_else(|p| p.into_inner()) {
+                total.set_position(total.position().saturating_sub(lost));
+            }
+        }
+    }
+
     fn done(&self, digest: &Digest) {
         if let Some(bar) = self
             .bars

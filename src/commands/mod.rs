@@ -6,6 +6,7 @@ pub mod gc;
 pub mod images;
 pub mod inspect;
 pub mod layers;
+pub mod login;
 pub mod pull;
 pub mod rmi;
 

@@ -4,10 +4,14 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use img_registry::{ClientOptions, Credentials, Platform, PullOptions, Reference, Registry};
+use img_registry::auth::AuthFiles;
+use img_registry::{
+    Client, ClientOptions, Credentials, Log, Platform, PullOptions, RegistriesConf,
+};
 
 use crate::Global;
 use crate::progress::Bars;
@@ -27,22 +31,43 @@ pub struct PullArgs {
 /// How to reach registries: shared by every command that contacts one.
 #[derive(Debug, Args, Clone)]
 pub struct RegistryArgs {
-    /// Credentials for the registry, as USER:PASS
+    /// Credentials for the registry, as USER:PASS (credential files are then not read)
     #[arg(long, value_name = "USER:PASS")]
     pub creds: Option<String>,
+    /// The credentials file to use instead of auth.json and docker's config.json
+    #[arg(long, env = "REGISTRY_AUTH_FILE", value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// registries.conf to use [default: $XDG_CONFIG_HOME/containers/registries.conf, else
+    /// /etc/containers/registries.conf and registries.conf.d/]
+    #[arg(long, env = "IMG_REGISTRIES_CONF", value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
     /// A directory of HOST:PORT/*.crt CA files, searched before /etc/containers/certs.d and
     /// /etc/docker/certs.d
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// Attempts per request (and per blob download without progress) before giving up
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub retry: u32,
+    /// Seconds a download may receive nothing before it counts as cut and is resumed
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub stall_timeout: u64,
     /// How many blobs to download at once
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub jobs: usize,
 }
 
 impl RegistryArgs {
-    /// The client options these flags ask for.
-    pub fn client_options(&self) -> Result<ClientOptions> {
-        let mut options = ClientOptions::default();
+    /// The client these flags ask for; notes (retries, mirrors) go to stderr at `-v`.
+    pub fn client(&self, global: &Global) -> Result<Client> {
+        let mut options = ClientOptions {
+            registries: RegistriesConf::load(self.registries_conf.as_deref())?,
+            auth_files: AuthFiles {
+                authfile: self.authfile.clone(),
+            },
+            stall_timeout: Duration::from_secs(self.stall_timeout.max(1)),
+            ..ClientOptions::default()
+        };
+        options.retry.tries = self.retry.max(1);
         if let Some(c) = &self.creds {
             options.credentials = Some(
                 Credentials::parse(c).context("--creds must be USER:PASS with a non-empty user")?,
@@ -51,23 +76,23 @@ impl RegistryArgs {
         if let Some(dir) = &self.cert_dir {
             options.cert_dirs.insert(0, dir.clone());
         }
-        Ok(options)
+        if global.verbose > 0 {
+            options.log = Log::new(|m| eprintln!("img: {m}"));
+        }
+        Ok(Client::new(options))
     }
 }
 
 /// Run `img pull`.
 pub fn run(global: &Global, args: PullArgs) -> Result<ExitCode> {
-    let reference = Reference::parse(&args.reference)?;
+    let client = args.registry.client(global)?;
+    let candidates = client.candidates(&args.reference)?;
     let platform = args
         .platform
         .as_deref()
         .map(str::parse::<Platform>)
         .transpose()?;
     let store = super::store(global)?;
-    let registry = Arc::new(Registry::new(
-        reference.registry(),
-        &args.registry.client_options()?,
-    )?);
     let options = PullOptions {
         platform,
         concurrency: args.registry.jobs.max(1),
@@ -79,17 +104,29 @@ pub fn run(global: &Global, args: PullArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let pulled = runtime
-        .block_on(img_registry::pull(
-            &registry,
-            &store,
-            &reference,
-            &options,
-            bars.clone(),
-        ))
-        .with_context(|| format!("pulling {reference}"));
+    // An unqualified name is tried in each search registry in turn, as podman does.
+    let mut result = Err(anyhow::anyhow!("nothing to pull"));
+    for (i, reference) in candidates.iter().enumerate() {
+        result = runtime
+            .block_on(img_registry::pull(
+                &client,
+                &store,
+                reference,
+                &options,
+                bars.clone(),
+            ))
+            .with_context(|| format!("pulling {reference}"));
+        match &result {
+            Err(e) if i + 1 < candidates.len() => {
+                if global.verbose > 0 {
+                    eprintln!("img: {e:#}; trying the next search registry");
+                }
+            }
+            _ => break,
+        }
+    }
     bars.clear();
-    let pulled = pulled?;
+    let pulled = result?;
     if global.verbose > 0 {
         let platform = pulled
             .platform

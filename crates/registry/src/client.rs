@@ -3,18 +3,20 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use img_store::Digest;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RANGE, WWW_AUTHENTICATE};
+use reqwest::{Response, StatusCode};
 
+use crate::auth::{AuthFiles, Secret};
 use crate::error::root_cause;
 use crate::reference::is_loopback;
-use crate::{Error, Result};
+use crate::retry::{self, RetryPolicy};
+use crate::{Error, Reference, RegistriesConf, Result, Source};
 
 /// The largest manifest accepted (distribution's own limit is 4 MiB).
 pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
@@ -38,7 +40,7 @@ impl Credentials {
         })
     }
 
-    fn basic(&self) -> String {
+    pub(crate) fn basic(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password);
         format!(
             "Basic {}",
@@ -53,44 +55,170 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A sink for progress notes (retries, mirror fall-through): shown at `-v`.
+#[derive(Clone, Default)]
+pub struct Log(Option<Arc<LogFn>>);
+
+type LogFn = dyn Fn(&str) + Send + Sync;
+
+impl Log {
+    /// Notes go to `f`.
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Log {
+        Log(Some(Arc::new(f)))
+    }
+
+    /// Say something.
+    pub fn say(&self, message: &str) {
+        if let Some(f) = &self.0 {
+            f(message);
+        }
+    }
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Log(on)"
+        } else {
+            "Log(off)"
+        })
+    }
+}
+
 /// How to reach registries.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Credentials offered to every registry that asks (`--creds`).
+    /// Credentials offered to every registry that asks (`--creds`); when set, credential
+    /// files are not read.
     pub credentials: Option<Credentials>,
+    /// Where credentials are looked up when a registry asks and `credentials` is not set.
+    pub auth_files: AuthFiles,
+    /// Mirrors, rewrites, blocked and insecure registries, unqualified-name search.
+    pub registries: RegistriesConf,
     /// Directories holding `HOST:PORT/*.crt` CA files, searched in order.
     pub cert_dirs: Vec<PathBuf>,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
+    /// How long a response may send nothing before it counts as cut.
+    pub stall_timeout: Duration,
+    /// Retries of failed requests and interrupted downloads.
+    pub retry: RetryPolicy,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// Where retries and fall-throughs are reported.
+    pub log: Log,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             credentials: None,
+            auth_files: AuthFiles::default(),
+            registries: RegistriesConf::default(),
             cert_dirs: vec![
                 PathBuf::from("/etc/containers/certs.d"),
                 PathBuf::from("/etc/docker/certs.d"),
             ],
             connect_timeout: Duration::from_secs(15),
+            stall_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
             user_agent: concat!("img/", env!("CARGO_PKG_VERSION")).to_string(),
+            log: Log::default(),
         }
     }
 }
 
-/// A connection to one registry's API. Cheap to share behind an `Arc`; caches the scheme that
-/// worked and the authorization each scope earned.
+/// Registries as configured: one [`Registry`] per host, made on first use and shared.
+#[derive(Debug)]
+pub struct Client {
+    options: ClientOptions,
+    registries: Mutex<HashMap<(String, bool), Arc<Registry>>>,
+}
+
+impl Client {
+    /// A client with these options.
+    pub fn new(options: ClientOptions) -> Client {
+        Client {
+            options,
+            registries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The connection to `registry` (`insecure`: plain http and unverified TLS allowed).
+    pub fn registry(&self, registry: &str, insecure: bool) -> Result<Arc<Registry>> {
+        let key = (registry.to_string(), insecure);
+        let mut cache = self.registries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = cache.get(&key) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(Registry::new(registry, insecure, &self.options)?);
+        cache.insert(key, r.clone());
+        Ok(r)
+    }
+
+    /// Where to pull `reference` from, mirrors first (from registries.conf).
+    pub fn sources(&self, reference: &Reference) -> Result<Vec<Source>> {
+        self.options.registries.sources(reference)
+    }
+
+    /// The references a name as typed may mean, in the order to try them: one for a
+    /// qualified name (`host/app`), and one per `unqualified-search-registries` entry for a
+    /// bare one (`redis`) when registries.conf lists any (else docker.io, as docker does).
+    pub fn candidates(&self, input: &str) -> Result<Vec<Reference>> {
+        let reference = Reference::parse(input)?;
+        match self.options.registries.search_registries() {
+            Some(list) if !Reference::is_qualified(input) => list
+                .iter()
+                .map(|registry| Reference::parse(&format!("{registry}/{input}")))
+                .collect(),
+            _ => Ok(vec![reference]),
+        }
+    }
+
+    /// Check that `credentials` are accepted by `registry` (the `img login` check).
+    pub async fn check_login(&self, registry: &str, credentials: &Credentials) -> Result<()> {
+        let options = ClientOptions {
+            credentials: Some(credentials.clone()),
+            ..self.options.clone()
+        };
+        let insecure = self
+            .options
+            .registries
+            .entry_for(registry)
+            .is_some_and(|e| e.insecure);
+        let r = Registry::new(registry, insecure, &options)?;
+        r.get(&format!("login to {registry}"), "", "/v2/", None, 0)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A connection to one registry's API. Caches the scheme that worked and the authorization
+/// each repository earned.
 #[derive(Debug)]
 pub struct Registry {
     name: String,
     host: String,
     schemes: Vec<&'static str>,
+    /// Index into `schemes` of the one that answered; `usize::MAX` until one has.
     scheme: AtomicUsize,
     http: reqwest::Client,
     credentials: Option<Credentials>,
-    auth: Mutex<HashMap<String, HeaderValue>>,
+    auth_files: AuthFiles,
+    retry: RetryPolicy,
+    log: Log,
+    auth: Mutex<HashMap<String, CachedAuth>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedAuth {
+    header: HeaderValue,
+    expires: Option<Instant>,
 }
 
 /// A manifest as fetched.
@@ -107,32 +235,36 @@ pub struct FetchedManifest {
 impl Registry {
     /// Prepare to talk to `registry` (as named in a reference: `docker.io`, `127.0.0.1:5000`).
     /// Loopback registries are spoken to in plain http unless a CA is configured for them (then
-    /// https first), falling back to the other scheme when the first cannot connect; all others
-    /// use https only.
-    pub fn new(registry: &str, options: &ClientOptions) -> Result<Registry> {
+    /// https first); insecure ones in https without verification, then http; all others in
+    /// https only. Until one scheme has answered, each attempt tries them in order.
+    pub fn new(registry: &str, insecure: bool, options: &ClientOptions) -> Result<Registry> {
         let host = crate::reference::api_host(registry).to_string();
         let cas = ca_files(&options.cert_dirs, registry)?;
-        let schemes = match (is_loopback(registry), cas.is_empty()) {
-            (true, true) => vec!["http", "https"],
-            (true, false) => vec!["https", "http"],
-            (false, _) => vec!["https"],
+        let schemes = match (is_loopback(registry), cas.is_empty(), insecure) {
+            (true, true, _) => vec!["http", "https"],
+            (true, false, _) | (false, _, true) => vec!["https", "http"],
+            (false, _, false) => vec!["https"],
         };
-        let mut builder = reqwest::Client::builder()
+        let tls = tls_config(&cas, insecure && cas.is_empty())?;
+        let http = reqwest::Client::builder()
             .user_agent(&options.user_agent)
             .connect_timeout(options.connect_timeout)
+            .read_timeout(options.stall_timeout)
             .tcp_nodelay(true)
-            .no_proxy();
-        if schemes[0] == "https" || schemes.len() > 1 {
-            builder = builder.tls_backend_preconfigured(tls_config(&cas)?);
-        }
-        let http = builder.build().map_err(|e| Error::Client(root_cause(&e)))?;
+            .no_proxy()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| Error::Client(root_cause(&e)))?;
         Ok(Registry {
             name: registry.to_string(),
             host,
             schemes,
-            scheme: AtomicUsize::new(0),
+            scheme: AtomicUsize::new(usize::MAX),
             http,
             credentials: options.credentials.clone(),
+            auth_files: options.auth_files.clone(),
+            retry: options.retry,
+            log: options.log.clone(),
             auth: Mutex::new(HashMap::new()),
         })
     }
@@ -140,6 +272,16 @@ impl Registry {
     /// The registry's name as references spell it.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// Where notes go.
+    pub fn log(&self) -> &Log {
+        &self.log
     }
 
     /// Fetch a manifest by tag or digest. When `expected` is given (a pinned reference, or an
@@ -157,32 +299,27 @@ impl Registry {
         };
         let what = format!("manifest {}/{repository}{sep}{reference}", self.name);
         let path = format!("/v2/{repository}/manifests/{reference}");
-        let mut resp = self
-            .get(&what, repository, &path, Some(img_store::manifest::ACCEPT))
-            .await?;
-        let media_type = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-        let announced = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| img_store::digest::parse(v).ok());
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| Error::Interrupted {
-            what: what.clone(),
-            reason: root_cause(&e),
-        })? {
-            if bytes.len() + chunk.len() > MAX_MANIFEST {
-                return Err(Error::Protocol {
-                    what,
-                    reason: format!("manifest larger than {MAX_MANIFEST} bytes"),
-                });
+        let mut attempt = 0;
+        let (bytes, media_type, announced) = loop {
+            let resp = self
+                .get(
+                    &what,
+                    repository,
+                    &path,
+                    Some(img_store::manifest::ACCEPT),
+                    0,
+                )
+                .await?;
+            match read_manifest(&what, resp).await {
+                Err(Error::Interrupted { reason, .. }) if self.retry.again(attempt) => {
+                    self.log
+                        .say(&format!("{what}: interrupted ({reason}); trying again"));
+                    tokio::time::sleep(self.retry.delay(attempt, None)).await;
+                    attempt += 1;
+                }
+                other => break other?,
             }
-            bytes.extend_from_slice(&chunk);
-        }
+        };
         let like = expected.or(announced.as_ref());
         let digest = match like {
             Some(d) => img_store::digest::of_bytes_like(d, &bytes)?,
@@ -204,78 +341,141 @@ impl Registry {
         })
     }
 
-    /// Start a blob download; the caller streams the body with [`Response::chunk`].
-    pub async fn blob(&self, repository: &str, digest: &Digest) -> Result<Response> {
+    /// Start a blob download from byte `offset` (a `Range` request when it is not 0); the
+    /// caller streams the body with [`Response::chunk`] and checks for `206`.
+    pub async fn blob(&self, repository: &str, digest: &Digest, offset: u64) -> Result<Response> {
         let what = format!("blob {digest} of {}/{repository}", self.name);
         let path = format!("/v2/{repository}/blobs/{digest}");
-        self.get(&what, repository, &path, None).await
+        self.get(&what, repository, &path, None, offset).await
     }
 
-    /// GET `path`, answering one auth challenge if the registry sends one, and turn an error
-    /// status into an [`Error`].
+    /// GET `path`: answer one auth challenge, retry transient failures (connection errors,
+    /// timeouts, 408, 429, 5xx) with backoff and `Retry-After`, and turn an error status into
+    /// an [`Error`] carrying the registry's code.
     async fn get(
         &self,
         what: &str,
         repository: &str,
         path: &str,
         accept: Option<&str>,
+        offset: u64,
     ) -> Result<Response> {
-        let scope = format!("repository:{repository}:pull");
+        let scope = if repository.is_empty() {
+            String::new()
+        } else {
+            format!("repository:{repository}:pull")
+        };
         let mut challenged = false;
+        let mut attempt = 0;
         loop {
-            let resp = self.send(Method::GET, path, accept, &scope).await?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !challenged {
-                challenged = true;
-                if self.answer_challenge(what, &resp, &scope).await? {
+            let resp = match self.send(path, accept, offset, &scope).await {
+                Ok(resp) => resp,
+                Err(e) if self.retry.again(attempt) && transient(&e) => {
+                    self.log.say(&format!(
+                        "{what}: {} ({}); trying again",
+                        self.name,
+                        root_cause(&e)
+                    ));
+                    tokio::time::sleep(self.retry.delay(attempt, None)).await;
+                    attempt += 1;
                     continue;
                 }
-            }
-            return check(what, &self.name, resp).await;
-        }
-    }
-
-    /// Send a request on the current scheme, moving to the next one when it cannot connect.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        accept: Option<&str>,
-        scope: &str,
-    ) -> Result<Response> {
-        loop {
-            let i = self.scheme.load(Ordering::Relaxed);
-            let url = format!("{}://{}{path}", self.schemes[i], self.host);
-            let mut req = self.http.request(method.clone(), &url);
-            if let Some(a) = accept {
-                req = req.header(ACCEPT, a);
-            }
-            if let Some(auth) = self.cached_auth(scope) {
-                req = req.header(AUTHORIZATION, auth);
-            }
-            let can_fall_back = i + 1 < self.schemes.len();
-            match req.send().await {
-                Ok(resp) if can_fall_back && speaks_https_only(&resp) => {}
-                Ok(resp) => return Ok(resp),
-                Err(e) if can_fall_back && (e.is_connect() || e.is_request()) => {}
                 Err(e) => {
                     return Err(Error::Unreachable {
                         registry: self.name.clone(),
                         reason: root_cause(&e),
                     });
                 }
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                if self
+                    .answer_challenge(what, repository, &resp, &scope)
+                    .await?
+                {
+                    continue;
+                }
             }
-            let _ = self
-                .scheme
-                .compare_exchange(i, i + 1, Ordering::Relaxed, Ordering::Relaxed);
+            if retry::retryable(status) && self.retry.again(attempt) {
+                let wait = self.retry.delay(attempt, Some(resp.headers()));
+                self.log.say(&format!(
+                    "{what}: registry answered {status}; trying again in {:.1}s",
+                    wait.as_secs_f64()
+                ));
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+                continue;
+            }
+            return check(what, &self.name, self.has_secret(repository), resp).await;
         }
+    }
+
+    /// Send one request, trying each scheme in order until one has answered once.
+    async fn send(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+        offset: u64,
+        scope: &str,
+    ) -> std::result::Result<Response, reqwest::Error> {
+        let decided = self.scheme.load(Ordering::Relaxed);
+        let order: Vec<usize> = if decided == usize::MAX {
+            (0..self.schemes.len()).collect()
+        } else {
+            vec![decided]
+        };
+        let mut last = None;
+        for (n, &i) in order.iter().enumerate() {
+            let url = format!("{}://{}{path}", self.schemes[i], self.host);
+            let mut req = self.http.get(&url);
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            if offset > 0 {
+                req = req.header(RANGE, format!("bytes={offset}-"));
+            }
+            if let Some(auth) = self.cached_auth(scope) {
+                req = req.header(AUTHORIZATION, auth);
+            }
+            let more = n + 1 < order.len();
+            match req.send().await {
+                Ok(resp) if more && speaks_https_only(&resp) => continue,
+                Ok(resp) => {
+                    self.scheme.store(i, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                Err(e) if more && (e.is_connect() || e.is_request()) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        // Only reached when every scheme failed to connect; `last` holds the final error.
+        Err(last.expect("at least one scheme was tried"))
+    }
+
+    fn has_secret(&self, repository: &str) -> bool {
+        self.secret(repository).ok().flatten().is_some()
+    }
+
+    /// The credentials for `repository`: `--creds`, else the credential files and helpers.
+    fn secret(&self, repository: &str) -> Result<Option<Secret>> {
+        if let Some(c) = &self.credentials {
+            return Ok(Some(Secret::Basic(c.clone())));
+        }
+        self.auth_files.lookup(&self.name, repository)
     }
 
     fn cached_auth(&self, scope: &str) -> Option<HeaderValue> {
         let auth = self.auth.lock().unwrap_or_else(|p| p.into_inner());
-        auth.get(scope).or_else(|| auth.get("")).cloned()
+        let now = Instant::now();
+        [scope, ""]
+            .iter()
+            .filter_map(|k| auth.get(*k))
+            .find(|c| c.expires.is_none_or(|e| e > now))
+            .map(|c| c.header.clone())
     }
 
-    fn remember_auth(&self, scope: &str, value: &str) -> Result<()> {
+    fn remember_auth(&self, scope: &str, value: &str, expires: Option<Instant>) -> Result<()> {
         let mut header = HeaderValue::from_str(value).map_err(|_| Error::Protocol {
             what: format!("authorization for {}", self.name),
             reason: "credentials contain characters not allowed in a header".into(),
@@ -284,13 +484,19 @@ impl Registry {
         self.auth
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(scope.to_string(), header);
+            .insert(scope.to_string(), CachedAuth { header, expires });
         Ok(())
     }
 
     /// Earn an authorization for `scope` from a 401's challenge. Returns whether a retry can
     /// succeed.
-    async fn answer_challenge(&self, what: &str, resp: &Response, scope: &str) -> Result<bool> {
+    async fn answer_challenge(
+        &self,
+        what: &str,
+        repository: &str,
+        resp: &Response,
+        scope: &str,
+    ) -> Result<bool> {
         let Some(challenge) = resp
             .headers()
             .get(WWW_AUTHENTICATE)
@@ -300,83 +506,163 @@ impl Registry {
             return Ok(false);
         };
         match challenge.scheme.as_str() {
-            "basic" => match &self.credentials {
-                Some(c) => {
+            "basic" => match self.secret(repository)? {
+                Some(Secret::Basic(c)) => {
                     // Basic credentials are good for every repository of the registry.
-                    self.remember_auth("", &c.basic())?;
+                    self.remember_auth("", &c.basic(), None)?;
                     Ok(true)
                 }
-                None => Ok(false),
+                _ => Ok(false),
             },
             "bearer" => {
-                let token = self.token(what, &challenge, scope).await?;
-                self.remember_auth(scope, &format!("Bearer {token}"))?;
+                let secret = self.secret(repository)?;
+                let (token, ttl) = self.token(what, &challenge, scope, secret).await?;
+                // Refresh a little before the registry would refuse it.
+                let expires = Instant::now() + ttl.saturating_sub(ttl / 10);
+                self.remember_auth(scope, &format!("Bearer {token}"), Some(expires))?;
                 Ok(true)
             }
             _ => Ok(false),
         }
     }
 
-    /// Fetch a Bearer token from the challenge's realm.
-    async fn token(&self, what: &str, challenge: &Challenge, scope: &str) -> Result<String> {
+    /// Fetch a Bearer token from the challenge's realm: a GET (with Basic credentials when we
+    /// have a password), or an OAuth2 refresh-token POST for an identity token.
+    async fn token(
+        &self,
+        what: &str,
+        challenge: &Challenge,
+        scope: &str,
+        secret: Option<Secret>,
+    ) -> Result<(String, Duration)> {
+        let token_what = format!("token for {what}");
+        let protocol = |reason: String| Error::Protocol {
+            what: token_what.clone(),
+            reason,
+        };
         let realm = challenge
             .params
             .get("realm")
-            .ok_or_else(|| Error::Protocol {
-                what: what.to_string(),
-                reason: "Bearer challenge without a realm".into(),
-            })?;
+            .ok_or_else(|| protocol("Bearer challenge without a realm".into()))?;
         let mut params: Vec<(&str, &str)> = Vec::new();
         if let Some(service) = challenge.params.get("service") {
             params.push(("service", service));
         }
-        params.push((
-            "scope",
-            challenge.params.get("scope").map_or(scope, String::as_str),
-        ));
-        let url = reqwest::Url::parse_with_params(realm, &params).map_err(|e| Error::Protocol {
-            what: what.to_string(),
-            reason: format!("bad token realm {realm:?}: {e}"),
-        })?;
-        let mut req = self.http.get(url);
-        if let Some(c) = &self.credentials {
-            req = req.header(AUTHORIZATION, c.basic());
+        let scope = challenge.params.get("scope").map_or(scope, String::as_str);
+        if !scope.is_empty() {
+            params.push(("scope", scope));
         }
-        let resp = req.send().await.map_err(|e| Error::Unreachable {
-            registry: realm.clone(),
-            reason: root_cause(&e),
-        })?;
-        let resp = check(&format!("token for {what}"), &self.name, resp).await?;
+        let req = match &secret {
+            Some(Secret::IdentityToken(refresh)) => {
+                let mut form = params.clone();
+                form.extend([
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", "img"),
+                ]);
+                let body = reqwest::Url::parse_with_params("http://form.invalid/", &form)
+                    .map(|u| u.query().unwrap_or_default().to_string())
+                    .map_err(|e| protocol(e.to_string()))?;
+                self.http
+                    .post(realm)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body)
+            }
+            other => {
+                let url = reqwest::Url::parse_with_params(realm, &params)
+                    .map_err(|e| protocol(format!("bad token realm {realm:?}: {e}")))?;
+                let req = self.http.get(url);
+                match other {
+                    Some(Secret::Basic(c)) => req.header(AUTHORIZATION, c.basic()),
+                    _ => req,
+                }
+            }
+        };
+        let mut attempt = 0;
+        let resp = loop {
+            match req.try_clone().map(|r| r.send()) {
+                Some(fut) => match fut.await {
+                    Ok(r) if retry::retryable(r.status()) && self.retry.again(attempt) => {
+                        tokio::time::sleep(self.retry.delay(attempt, Some(r.headers()))).await;
+                    }
+                    Ok(r) => break r,
+                    Err(e) if self.retry.again(attempt) && transient(&e) => {
+                        tokio::time::sleep(self.retry.delay(attempt, None)).await;
+                    }
+                    Err(e) => {
+                        return Err(Error::Unreachable {
+                            registry: realm.clone(),
+                            reason: root_cause(&e),
+                        });
+                    }
+                },
+                None => return Err(protocol("cannot repeat the token request".into())),
+            }
+            attempt += 1;
+        };
+        let resp = check(&token_what, &self.name, secret.is_some(), resp).await?;
+        let body = resp.bytes().await.map_err(|e| protocol(root_cause(&e)))?;
         let body: serde_json::Value =
-            resp.json_bytes().await.map_err(|reason| Error::Protocol {
-                what: format!("token for {what}"),
-                reason,
-            })?;
-        body.get("token")
+            serde_json::from_slice(&body).map_err(|e| protocol(format!("invalid JSON: {e}")))?;
+        let token = body
+            .get("token")
             .or_else(|| body.get("access_token"))
             .and_then(|t| t.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| Error::Protocol {
-                what: format!("token for {what}"),
-                reason: "the token answer has neither token nor access_token".into(),
-            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| protocol("the answer has neither token nor access_token".into()))?;
+        // The distribution spec's default lifetime is 60 s.
+        let ttl = body
+            .get("expires_in")
+            .and_then(|e| e.as_u64())
+            .filter(|&s| s > 0)
+            .unwrap_or(60);
+        Ok((token.to_string(), Duration::from_secs(ttl)))
     }
 }
 
-/// Read a small JSON body.
-trait JsonBytes {
-    async fn json_bytes(self) -> Result<serde_json::Value, String>;
+/// Read a manifest body, capped at [`MAX_MANIFEST`].
+async fn read_manifest(
+    what: &str,
+    mut resp: Response,
+) -> Result<(Vec<u8>, Option<String>, Option<Digest>)> {
+    let media_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+    let announced = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| img_store::digest::parse(v).ok());
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::Interrupted {
+        what: what.to_string(),
+        reason: root_cause(&e),
+    })? {
+        if bytes.len() + chunk.len() > MAX_MANIFEST {
+            return Err(Error::Protocol {
+                what: what.to_string(),
+                reason: format!("manifest larger than {MAX_MANIFEST} bytes"),
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, media_type, announced))
 }
 
-impl JsonBytes for Response {
-    async fn json_bytes(self) -> Result<serde_json::Value, String> {
-        let bytes = self.bytes().await.map_err(|e| root_cause(&e))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))
-    }
+/// Failures worth another attempt: the connection, not the request, went wrong.
+fn transient(e: &reqwest::Error) -> bool {
+    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
 }
 
 /// Pass a success through; turn anything else into an error with the registry's code.
-async fn check(what: &str, registry: &str, resp: Response) -> Result<Response> {
+async fn check(
+    what: &str,
+    registry: &str,
+    had_credentials: bool,
+    resp: Response,
+) -> Result<Response> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -395,6 +681,11 @@ async fn check(what: &str, registry: &str, resp: Response) -> Result<Response> {
         return Err(Error::Unauthorized {
             what: what.to_string(),
             registry: registry.to_string(),
+            refused: if had_credentials {
+                "the credentials"
+            } else {
+                "anonymous access"
+            },
             code,
             message,
         });
@@ -465,7 +756,7 @@ fn ca_files(dirs: &[PathBuf], registry: &str) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn tls_config(cas: &[PathBuf]) -> Result<rustls::ClientConfig> {
+fn tls_config(cas: &[PathBuf], unverified: bool) -> Result<rustls::ClientConfig> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -482,13 +773,69 @@ fn tls_config(cas: &[PathBuf]) -> Result<rustls::ClientConfig> {
             roots.add(cert).map_err(|e| cert_error(path, e))?;
         }
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Client(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| Error::Client(e.to_string()))?;
+    let config = if unverified {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+            .with_no_client_auth()
+    } else {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
     Ok(config)
+}
+
+/// Accepts any server certificate (but still checks handshake signatures): for registries
+/// registries.conf marks `insecure`.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 fn cert_error(path: &Path, e: impl std::fmt::Display) -> Error {

@@ -47,7 +47,7 @@ pub enum Error {
     },
     /// Credentials were refused or missing.
     #[error(
-        "{what}: unauthorized: {registry} refused the credentials{}",
+        "{what}: unauthorized: {registry} refused {refused}{}",
         registry_said(code, message)
     )]
     Unauthorized {
@@ -55,6 +55,8 @@ pub enum Error {
         what: String,
         /// The registry.
         registry: String,
+        /// What was refused: `the credentials` or `anonymous access`.
+        refused: &'static str,
         /// The registry's error code, if any.
         code: Option<String>,
         /// The registry's error message, if any.
@@ -129,10 +131,11 @@ pub enum Error {
 }
 
 fn registry_said(code: &Option<String>, message: &Option<String>) -> String {
+    let one_line = |s: &str| s.replace(['\n', '\r'], " ");
     match (code, message) {
-        (Some(c), Some(m)) => format!(": {c}: {m}"),
-        (Some(c), None) => format!(": {c}"),
-        (None, Some(m)) => format!(": {m}"),
+        (Some(c), Some(m)) => format!(" (registry said: {c}: {})", one_line(m)),
+        (Some(c), None) => format!(" (registry said: {c})"),
+        (None, Some(m)) => format!(" (registry said: {})", one_line(m)),
         (None, None) => String::new(),
     }
 }

@@ -3,12 +3,12 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), img_registry::Error> {
 //! use std::sync::Arc;
-//! use img_registry::{ClientOptions, PullOptions, Quiet, Reference, Registry, pull};
+//! use img_registry::{Client, ClientOptions, PullOptions, Quiet, Reference, pull};
 //!
 //! let store = img_store::Store::open("/var/tmp/store")?;
 //! let reference = Reference::parse("127.0.0.1:5000/redis:7")?;
-//! let registry = Arc::new(Registry::new(reference.registry(), &ClientOptions::default())?);
-//! let pulled = pull(&registry, &store, &reference, &PullOptions::default(), Arc::new(Quiet)).await?;
+//! let client = Client::new(ClientOptions::default());
+//! let pulled = pull(&client, &store, &reference, &PullOptions::default(), Arc::new(Quiet)).await?;
 //! println!("{} layers, config {}", pulled.layers.len(), pulled.config.digest());
 //! # Ok(()) }
 //! ```
@@ -24,10 +24,14 @@ mod error;
 mod platform;
 mod pull;
 mod reference;
+mod retry;
 
-pub use client::{ClientOptions, Credentials, FetchedManifest, MAX_MANIFEST, Registry};
+pub use client::{
+    Client, ClientOptions, Credentials, FetchedManifest, Log, MAX_MANIFEST, Registry,
+};
 pub use conf::{Mirror, RegistriesConf, RegistryEntry, Source};
 pub use error::{Error, Result};
 pub use platform::Platform;
 pub use pull::{Progress, PullOptions, Pulled, Quiet, fetch_blob, pull};
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API, Reference, api_host, is_loopback};
+pub use retry::RetryPolicy;

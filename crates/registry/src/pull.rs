@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use img_store::{
     Descriptor, Digest, MANIFEST_ANNOTATION, PLATFORM_ANNOTATION, REGISTRY_DIGEST_ANNOTATION, Store,
 };
+use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
-use crate::client::Registry;
+use crate::client::{Client, Registry};
 use crate::error::root_cause;
 use crate::{Error, Platform, Reference, Result};
 
@@ -39,6 +40,8 @@ pub trait Progress: Send + Sync {
     fn blobs(&self, _blobs: &[Descriptor], _present: &[bool]) {}
     /// `bytes` more bytes of `digest` arrived.
     fn advance(&self, _digest: &Digest, _bytes: u64) {}
+    /// `digest` starts again from byte `position` (a resumed or restarted download).
+    fn reset(&self, _digest: &Digest, _position: u64) {}
     /// `digest` is verified and in the store.
     fn done(&self, _digest: &Digest) {}
 }
@@ -71,16 +74,56 @@ pub struct Pulled {
     pub fetched_bytes: u64,
 }
 
-/// Pull `reference` from `registry` into `store` and name it there by its normalized form.
+/// Pull `reference` into `store` and name it there by its normalized form. The sources
+/// registries.conf gives are tried in order: a mirror that fails in any way falls through to
+/// the next source (said on the client's log); the last source's failure is the error.
 pub async fn pull(
-    registry: &Arc<Registry>,
+    client: &Client,
     store: &Store,
     reference: &Reference,
     options: &PullOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Pulled> {
     let _guard = store.pull_guard()?;
-    let repo = reference.repository();
+    let sources = client.sources(reference)?;
+    let mut failure = None;
+    for source in &sources {
+        let registry = client.registry(&source.registry, source.insecure)?;
+        let pulled = pull_from(
+            &registry,
+            &source.repository,
+            store,
+            reference,
+            options,
+            progress.clone(),
+        )
+        .await;
+        match pulled {
+            Err(e) if source.mirror => {
+                client.options().log.say(&format!(
+                    "mirror {}/{} failed: {e}; trying the next source",
+                    source.registry, source.repository
+                ));
+                failure = Some(e);
+            }
+            other => return other,
+        }
+    }
+    Err(failure.unwrap_or_else(|| Error::Protocol {
+        what: reference.to_string(),
+        reason: "registries.conf gives no source to pull from".into(),
+    }))
+}
+
+/// Pull from one source: `registry`, where the image is `repo`.
+async fn pull_from(
+    registry: &Arc<Registry>,
+    repo: &str,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Pulled> {
     let top = registry
         .manifest(repo, &reference.manifest_reference(), reference.digest())
         .await?;
@@ -261,7 +304,10 @@ async fn fetch_all(
     Ok(())
 }
 
-/// Stream one blob into the store, verified.
+/// Stream one blob into the store, verified. A response cut or stalled midway is resumed
+/// with `Range` from the bytes already written (the hash state is kept); a server that answers
+/// the range with the whole blob restarts it cleanly. Attempts that add no byte count against
+/// the retry policy; the full-blob digest check decides in the end.
 pub async fn fetch_blob(
     registry: &Registry,
     store: &Store,
@@ -270,16 +316,60 @@ pub async fn fetch_blob(
     progress: &dyn Progress,
 ) -> Result<()> {
     let digest = blob.digest();
+    let what = format!("blob {digest} of {}/{repo}", registry.name());
+    let policy = registry.retry();
     let mut ingest = store.ingest(digest, Some(blob.size()))?;
-    let mut resp = registry.blob(repo, digest).await?;
+    let mut idle = 0;
     loop {
-        let chunk = resp.chunk().await.map_err(|e| Error::Interrupted {
-            what: format!("blob {digest} of {}/{repo}", registry.name()),
-            reason: root_cause(&e),
-        })?;
-        let Some(chunk) = chunk else { break };
-        ingest.write(&chunk)?;
-        progress.advance(digest, chunk.len() as u64);
+        let offset = ingest.written();
+        let mut resp = registry.blob(repo, digest, offset).await?;
+        if offset > 0 && resume_start(&resp) != Some(offset) {
+            ingest.restart()?;
+            progress.reset(digest, 0);
+            registry.log().say(&format!(
+                "{what}: the server did not resume at byte {offset} (HTTP {}); starting over",
+                resp.status()
+            ));
+            if resp.status() != StatusCode::OK {
+                // A partial answer from elsewhere in the blob: ask again from the start.
+                idle += 1;
+                if !policy.again(idle) {
+                    return Err(Error::Interrupted {
+                        what,
+                        reason: "the server does not answer range requests coherently".into(),
+                    });
+                }
+                continue;
+            }
+        }
+        let before = ingest.written();
+        let reason = loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    ingest.write(&chunk)?;
+                    progress.advance(digest, chunk.len() as u64);
+                }
+                Ok(None) if ingest.written() == blob.size() => break None,
+                Ok(None) => break Some("the response ended early".to_string()),
+                Err(e) if e.is_timeout() => break Some("stalled".to_string()),
+                Err(e) => break Some(root_cause(&e)),
+            }
+        };
+        let Some(reason) = reason else { break };
+        idle = if ingest.written() > before {
+            0
+        } else {
+            idle + 1
+        };
+        if !policy.again(idle) {
+            return Err(Error::Interrupted { what, reason });
+        }
+        registry.log().say(&format!(
+            "{what}: cut at byte {} of {} ({reason}); resuming",
+            ingest.written(),
+            blob.size()
+        ));
+        tokio::time::sleep(policy.delay(idle, None)).await;
     }
     // The fsync waits for the disk: let the async workers keep downloading meanwhile.
     tokio::task::spawn_blocking(move || ingest.commit())
@@ -290,4 +380,24 @@ pub async fn fetch_blob(
         })??;
     progress.done(digest);
     Ok(())
+}
+
+/// Where a `206` answer starts (`Content-Range: bytes START-END/SIZE`); `None` for anything
+/// else.
+fn resume_start(resp: &reqwest::Response) -> Option<u64> {
+    if resp.status() != StatusCode::PARTIAL_CONTENT {
+        return None;
+    }
+    let range = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    range
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }

@@ -91,6 +91,14 @@ impl Reference {
         })
     }
 
+    /// Whether `input` names its registry (`host/app`, `localhost/app`) rather than leaving
+    /// it to the defaults (`redis`, `user/app`).
+    pub fn is_qualified(input: &str) -> bool {
+        input
+            .split_once('/')
+            .is_some_and(|(first, _)| is_registry(first))
+    }
+
     /// The registry as named in the reference (`docker.io`, `127.0.0.1:5000`).
     pub fn registry(&self) -> &str {
         &self.registry
