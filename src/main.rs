@@ -51,6 +51,13 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// List an image's layers
     Layers(commands::layers::LayersArgs),
+    /// Unpack an image into a directory (a flattened rootfs)
+    Unpack(commands::unpack::UnpackArgs),
+    /// Mount an image: its layers read-only under a fresh writable layer; prints the directory
+    Mount(commands::unpack::MountArgs),
+    /// Unmount what `img mount` mounted and drop its writable layer
+    #[command(alias = "unmount")]
+    Umount(commands::unpack::UmountArgs),
     /// Remove image references (blobs stay until `img gc`)
     Rmi(commands::rmi::RmiArgs),
     /// Remove blobs no image reaches
@@ -99,6 +106,9 @@ fn main() -> ExitCode {
         }
         Command::Layers(a) | Command::Image(ImageCommand::Layers(a)) => commands::layers::run(g, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => commands::rmi::run(g, a),
+        Command::Unpack(a) => commands::unpack::run_unpack(g, a),
+        Command::Mount(a) => commands::unpack::run_mount(g, a),
+        Command::Umount(a) => commands::unpack::run_umount(g, a),
         Command::Gc => commands::gc::run(g),
         Command::Login(a) => commands::login::run_login(g, a),
         Command::Logout(a) => commands::login::run_logout(g, a),

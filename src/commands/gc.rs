@@ -16,6 +16,7 @@ pub fn run(global: &Global) -> Result<ExitCode> {
             "freed": report.freed(),
             "kept": report.kept,
             "tempFiles": report.temp_files,
+            "snapshots": report.snapshots,
         }))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -26,10 +27,11 @@ pub fn run(global: &Global) -> Result<ExitCode> {
     }
     if !global.quiet {
         println!(
-            "removed {} blob(s), freed {} ({} kept)",
+            "removed {} blob(s), freed {} ({} kept); removed {} snapshot(s)",
             report.removed.len(),
             output::size(report.freed()),
-            report.kept
+            report.kept,
+            report.snapshots
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ pub mod layers;
 pub mod login;
 pub mod pull;
 pub mod rmi;
+pub mod unpack;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -87,6 +88,39 @@ pub fn image(store: &Store, input: &str) -> Result<Image> {
     store
         .image(&name)
         .with_context(|| format!("reading image {name}"))
+}
+
+/// The stored image the user named, pulled first when the store does not have it (or has it
+/// for another platform than `--platform` asks).
+pub fn image_or_pull(
+    global: &Global,
+    registry: &pull::RegistryArgs,
+    input: &str,
+    platform: Option<&str>,
+) -> Result<(Store, Image)> {
+    let store = store(global)?;
+    if let Ok(name) = resolve_name(&store, input) {
+        let image = store
+            .image(&name)
+            .with_context(|| format!("reading image {name}"))?;
+        let wanted = platform
+            .map(str::parse::<img_registry::Platform>)
+            .transpose()?;
+        let have = img_registry::Platform {
+            os: image.config.os().to_string(),
+            architecture: image.config.architecture().to_string(),
+            variant: image.config.variant().clone(),
+        };
+        if wanted.is_none_or(|w| w.matches(&have)) {
+            return Ok((store, image));
+        }
+    }
+    let pulled = pull::pull_image(global, registry, input, platform)?;
+    let name = pulled.reference.to_string();
+    let image = store
+        .image(&name)
+        .with_context(|| format!("reading image {name}"))?;
+    Ok((store, image))
 }
 
 /// Split a stored name into (repository, tag) for display.

@@ -24,6 +24,9 @@ pub struct PullArgs {
     /// Platform to choose from a multi-platform image (`os/arch[/variant]`) [default: this machine's]
     #[arg(long)]
     pub platform: Option<String>,
+    /// Also prepare the layer snapshots `img run` and `img mount` use
+    #[arg(long)]
+    pub unpack: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -83,19 +86,21 @@ impl RegistryArgs {
     }
 }
 
-/// Run `img pull`.
-pub fn run(global: &Global, args: PullArgs) -> Result<ExitCode> {
-    let client = args.registry.client(global)?;
-    let candidates = client.candidates(&args.reference)?;
-    let platform = args
-        .platform
-        .as_deref()
-        .map(str::parse::<Platform>)
-        .transpose()?;
+/// Pull `input` (trying each search registry for an unqualified name) with progress bars
+/// on a terminal.
+pub fn pull_image(
+    global: &Global,
+    registry: &RegistryArgs,
+    input: &str,
+    platform: Option<&str>,
+) -> Result<img_registry::Pulled> {
+    let client = registry.client(global)?;
+    let candidates = client.candidates(input)?;
+    let platform = platform.map(str::parse::<Platform>).transpose()?;
     let store = super::store(global)?;
     let options = PullOptions {
         platform,
-        concurrency: args.registry.jobs.max(1),
+        concurrency: registry.jobs.max(1),
     };
     let visible = !global.quiet && !global.json && std::io::stderr().is_terminal();
     let bars = Arc::new(Bars::new(visible));
@@ -126,7 +131,23 @@ pub fn run(global: &Global, args: PullArgs) -> Result<ExitCode> {
         }
     }
     bars.clear();
-    let pulled = result?;
+    result
+}
+
+/// Run `img pull`.
+pub fn run(global: &Global, args: PullArgs) -> Result<ExitCode> {
+    let pulled = pull_image(
+        global,
+        &args.registry,
+        &args.reference,
+        args.platform.as_deref(),
+    )?;
+    if args.unpack {
+        let store = super::store(global)?;
+        let image = store.image(&pulled.reference.to_string())?;
+        img_unpack::prepare_snapshots(&store, &image)
+            .with_context(|| format!("preparing the snapshots of {}", pulled.reference))?;
+    }
     if global.verbose > 0 {
         let platform = pulled
             .platform

@@ -21,6 +21,8 @@ pub struct GcReport {
     pub kept: usize,
     /// Leftover temp files of interrupted writes that were removed.
     pub temp_files: usize,
+    /// Snapshots removed (no image or mount needs them), and unfinished ones.
+    pub snapshots: usize,
 }
 
 impl GcReport {
@@ -56,6 +58,13 @@ pub enum Problem {
         /// The size on disk.
         actual: u64,
     },
+    /// A snapshot directory is incomplete or not what its name says.
+    Snapshot {
+        /// The snapshot's chain ID.
+        chain_id: Digest,
+        /// What is wrong.
+        reason: String,
+    },
     /// A manifest or index reached from a reference could not be read.
     Unreadable {
         /// The reference.
@@ -83,6 +92,7 @@ impl fmt::Display for Problem {
                 "blob {digest}: {actual} bytes on disk, descriptor says {expected}"
             ),
             Problem::Unreadable { reference, reason } => write!(f, "image {reference}: {reason}"),
+            Problem::Snapshot { chain_id, reason } => write!(f, "snapshot {chain_id}: {reason}"),
         }
     }
 }
@@ -122,6 +132,20 @@ impl Store {
             fs::remove_file(entry.path()).at(entry.path())?;
             report.temp_files += 1;
         }
+        let needed = self.needed_snapshots()?;
+        for (chain_id, path) in self.snapshots()? {
+            if !needed.contains(&chain_id) {
+                fs::remove_dir_all(&path).at(&path)?;
+                report.snapshots += 1;
+            }
+        }
+        let tmp = self.root.join("snapshots/tmp");
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                fs::remove_dir_all(entry.path()).at(entry.path())?;
+                report.snapshots += 1;
+            }
+        }
         Ok(report)
     }
 
@@ -149,6 +173,25 @@ impl Store {
             }
             report.blobs += 1;
             report.bytes += size;
+        }
+        for (chain_id, path) in self.snapshots()? {
+            let meta = fs::read(path.join("meta.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            let reason = if !path.join("fs").is_dir() {
+                Some("no fs/ directory (incomplete)".to_string())
+            } else {
+                match meta.as_ref().and_then(|m| m["chainID"].as_str()) {
+                    None => Some("no readable meta.json (incomplete)".to_string()),
+                    Some(id) if id != chain_id.to_string() => {
+                        Some(format!("meta.json says it is {id}"))
+                    }
+                    Some(_) => None,
+                }
+            };
+            if let Some(reason) = reason {
+                problems.push(Problem::Snapshot { chain_id, reason });
+            }
         }
         report.problems = problems;
         Ok(report)

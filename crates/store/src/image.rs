@@ -55,6 +55,16 @@ impl Image {
             .unwrap_or_else(|| self.manifest_digest.clone())
     }
 
+    /// The config's `rootfs.diff_ids`, parsed.
+    pub fn diff_ids(&self) -> Result<Vec<Digest>> {
+        self.config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .map(|d| crate::digest::parse(d))
+            .collect()
+    }
+
     /// Bytes this image occupies in the store: manifests, config and compressed layers.
     pub fn size(&self) -> u64 {
         let mut size = self.manifest_size

@@ -6,6 +6,8 @@
 //! ROOT/blobs/sha256/HEX    verified blobs, never partial
 //! ROOT/ingest/             temp files of blobs being written (same filesystem as blobs/)
 //! ROOT/locks/              index.lock (index.json updates), gc.lock (pulls share it, gc owns it)
+//! ROOT/snapshots/sha256/CHAIN-ID/{fs,meta.json}   unpacked layers, ready for overlayfs
+//! ROOT/mounts/ID/          overlay mounts of images (upper, work, merged, meta.json)
 //! ```
 //!
 //! Invariants:
@@ -28,6 +30,7 @@ mod gc;
 mod image;
 mod ingest;
 pub mod manifest;
+pub mod snapshot;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -38,6 +41,7 @@ pub use gc::{FsckReport, GcReport, Problem};
 pub use image::Image;
 pub use ingest::Ingest;
 pub use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
+pub use snapshot::{SnapshotTemp, chain_ids};
 
 use error::IoContext;
 use oci_spec::image::{ImageIndexBuilder, MediaType};

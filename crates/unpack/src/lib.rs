@@ -1,0 +1,220 @@
+//! Layers to filesystems: a flattened rootfs, or per-layer snapshots for overlayfs.
+//!
+//! One streaming pass per layer: the blob is decompressed (gzip, zstd or none, told apart by
+//! their magic bytes) and hashed in a thread of its own while its tar entries are applied;
+//! the uncompressed stream must hash to the config's `rootfs.diff_ids[i]`, else the result is
+//! discarded. Nothing is written, linked or followed outside the target (see [`apply`]).
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = img_store::Store::open("/var/lib/img")?;
+//! let image = store.image("127.0.0.1:5000/redis:7")?;
+//! img_unpack::unpack_image(&store, &image, std::path::Path::new("./rootfs"))?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod apply;
+mod error;
+pub mod overlay;
+mod stream;
+
+use std::path::{Path, PathBuf};
+
+use img_store::{Descriptor, Digest, Image, Store};
+
+pub use apply::{Mode, Stats};
+pub use error::{Error, Result};
+pub use overlay::{OverlayMount, mount_image, unmount};
+pub use stream::Compression;
+
+use stream::LayerStream;
+
+/// Apply the layer blob `layer` (from `store`) to `target`, checking its uncompressed bytes
+/// against `diff_id`.
+pub fn apply_layer(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    target: &Path,
+    mode: Mode,
+) -> Result<Stats> {
+    let stream = LayerStream::spawn(store.open_blob(layer.digest())?, diff_id)
+        .map_err(|e| e.in_layer(layer.digest()))?;
+    apply_stream(stream, diff_id, target, mode).map_err(|e| e.in_layer(layer.digest()))
+}
+
+/// Apply an uncompressed layer tar read from `reader` to `target` (no diff_id check: for
+/// tars that do not come from the store).
+pub fn apply_tar(reader: impl std::io::Read, target: &Path, mode: Mode) -> Result<Stats> {
+    apply::Applier::new(target, mode)?.apply(reader)
+}
+
+fn apply_stream(
+    mut stream: LayerStream,
+    diff_id: &Digest,
+    target: &Path,
+    mode: Mode,
+) -> Result<Stats> {
+    let stats = apply::Applier::new(target, mode)?.apply(&mut stream)?;
+    let (actual, _) = stream.finish()?;
+    if &actual != diff_id {
+        return Err(Error::DiffId {
+            expected: diff_id.clone(),
+            actual,
+        });
+    }
+    Ok(stats)
+}
+
+/// The image's layers with their diff_ids, checked to be as many.
+fn layers(image: &Image) -> Result<Vec<(Descriptor, Digest)>> {
+    let layers = image.manifest.layers();
+    let diff_ids = image.diff_ids()?;
+    if layers.len() != diff_ids.len() {
+        return Err(img_store::Error::BadManifest {
+            digest: image.manifest_digest.clone(),
+            reason: format!(
+                "{} layers but the config lists {} diff_ids",
+                layers.len(),
+                diff_ids.len()
+            ),
+        }
+        .into());
+    }
+    Ok(layers.iter().cloned().zip(diff_ids).collect())
+}
+
+/// Unpack every layer of `image`, in order, into the directory `target` (which must not exist
+/// or be empty), applying whiteouts. The tree is built beside `target` and renamed into place
+/// only when every layer applied and matched its diff_id; the next layer decompresses while
+/// one is applied.
+pub fn unpack_image(store: &Store, image: &Image, target: &Path) -> Result<Stats> {
+    let layers = layers(image)?;
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let Ok(mut entries) = std::fs::read_dir(target)
+        && entries.next().is_some()
+    {
+        return Err(Error::Io {
+            path: target.display().to_string(),
+            cause: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "directory is not empty"),
+        });
+    }
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rootfs".into());
+    let temp = TempDir::new(parent.join(format!(".{name}.img-{}", std::process::id())))?;
+    let mut total = Stats::default();
+    let mut next = match layers.first() {
+        Some((l, d)) => Some(spawn(store, l, d)?),
+        None => None,
+    };
+    for (i, (layer, diff_id)) in layers.iter().enumerate() {
+        let current = next.take().expect("spawned one ahead");
+        if let Some((l, d)) = layers.get(i + 1) {
+            next = Some(spawn(store, l, d)?);
+        }
+        let stats = apply_stream(current, diff_id, &temp.0, Mode::Flatten)
+            .map_err(|e| e.in_layer(layer.digest()))?;
+        total.entries += stats.entries;
+        total.bytes += stats.bytes;
+        total.skipped += stats.skipped;
+    }
+    if target.exists() {
+        std::fs::remove_dir(target).map_err(error::io_at(target.display()))?;
+    }
+    std::fs::rename(&temp.0, target).map_err(error::io_at(target.display()))?;
+    temp.keep();
+    Ok(total)
+}
+
+fn spawn(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<LayerStream> {
+    let blob = store.open_blob(layer.digest())?;
+    LayerStream::spawn(blob, diff_id).map_err(|e| e.in_layer(layer.digest()))
+}
+
+/// Make sure every layer of `image` has a snapshot (in overlay form, keyed by chain ID), and
+/// return the snapshot directories' `fs/`, base first. Missing snapshots are prepared in
+/// parallel, each in a temp directory renamed into place when complete.
+pub fn prepare_snapshots(store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
+    let _guard = store.pull_guard()?;
+    let layers = layers(image)?;
+    let diff_ids: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
+    let chain_ids = img_store::chain_ids(&diff_ids);
+    let missing: Vec<usize> = (0..layers.len())
+        .filter(|&i| !store.has_snapshot(&chain_ids[i]))
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failure = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(missing.len()) {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&i) = missing.get(k) else { break };
+                    if let Err(e) = prepare_one(store, &layers[i].0, &layers[i].1, &chain_ids[i]) {
+                        failure
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(chain_ids
+        .iter()
+        .map(|c| store.snapshot_path(c).join("fs"))
+        .collect())
+}
+
+fn prepare_one(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    chain_id: &Digest,
+) -> Result<()> {
+    let temp = store.begin_snapshot(chain_id)?;
+    apply_layer(store, layer, diff_id, &temp.fs(), Mode::Overlay)?;
+    temp.commit(&serde_json::json!({
+        "chainID": chain_id.to_string(),
+        "diffID": diff_id.to_string(),
+        "layer": layer.digest().to_string(),
+        "mediaType": layer.media_type().to_string(),
+    }))?;
+    Ok(())
+}
+
+/// A directory removed on drop unless kept.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(path: PathBuf) -> Result<TempDir> {
+        if path.exists() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+        std::fs::create_dir(&path).map_err(error::io_at(path.display()))?;
+        Ok(TempDir(path))
+    }
+
+    fn keep(mut self) {
+        self.0 = PathBuf::new();
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
