@@ -18,6 +18,14 @@ Subcommands (all paths are plain filesystem paths):
                                   same for a manifest as served by a registry,
                                   reading blobs from the registry's storage
   layout-info LAYOUT REF          print "mediatype digest layers" of a ref
+  hostile-tars OUTDIR             write the layer tars of the hostile/* images
+                                  and layers/hardlinks to OUTDIR; print one
+                                  line "REPO TAR..." per image
+  hostile-check OCIDIR TARDIR REGISTRY OUT.json
+                                  check that REGISTRY serves those images as
+                                  built in OCIDIR/<repo prefix> with the layer
+                                  tars of TARDIR byte for byte, then write the
+                                  manifest tests loop over (hostile.json)
 """
 
 import hashlib
@@ -29,12 +37,15 @@ import stat
 import struct
 import sys
 import tarfile
+import urllib.request
+import zlib
 
 MTIME = 1700000000  # fixed, so the python-written layers are reproducible
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -408,6 +419,369 @@ def verify_edge(root):
         die("edge:latest unpacked wrongly:\n  " + "\n  ".join(errors))
 
 
+# --------------------------------------------------------------------------
+# hostile/* images (layers crafted to make a careless unpacker write outside
+# its target directory) and the benign layers/hardlinks image.
+#
+# Each image is a list of layers, each layer a list of members:
+#   ("file", NAME, DATA)   ("dir", NAME)   ("symlink", NAME, TARGET)
+#   ("hardlink", NAME, TARGET)   ("huge", NAME, DECLARED_SIZE, DATA_BYTES)
+# Names are written into the tar exactly as given (tarfile does not sanitize
+# when writing). A "huge" member is written by hand: a GNU header whose size
+# field (base-256) declares DECLARED_SIZE, then DATA_BYTES of data, then the
+# stream simply ends (no padding, no end-of-archive blocks).
+#
+# What tests check, per image (the same keys end up in hostile.json):
+#   expect       "error": unpacking must fail; "ok": must succeed
+#   also_ok      safe but lenient outcomes a test may accept instead of expect:
+#                "contained" = success, the entry lands inside the target at the
+#                paths in "contained" ('/' and '..' stripped, symlinks resolved
+#                as if the target were '/'); "skipped" = success, entry ignored
+#   outside      paths that must not exist after the attempt; relative ones are
+#                relative to the target directory (the kernel resolves the
+#                '..'), absolute ones are host paths
+#   not_linked_to  {path in target: host file}: if the path exists it must not
+#                be the same inode as the host file
+#   sentinels    paths (relative to the target) the test creates as regular
+#                files before unpacking; they must all still exist afterwards
+#   max_bytes    {path in target: n}: if the path exists, its size must be <= n
+
+PWNED = b"pwned"
+HUGE_SIZE = 1 << 40
+HUGE_DATA = 6000
+
+HOSTILE = [
+    {
+        "repo": "hostile/dotdot",
+        "description": "regular file member named ../escaped-dotdot",
+        "layers": [[("file", "../escaped-dotdot", PWNED)]],
+        "expect": "error",
+        "also_ok": ["contained"],
+        "contained": ["escaped-dotdot"],
+        "outside": ["../escaped-dotdot"],
+    },
+    {
+        "repo": "hostile/absolute",
+        "description": "regular file member with the absolute name /tmp/escaped-absolute",
+        "layers": [[("file", "/tmp/escaped-absolute", PWNED)]],
+        "expect": "error",
+        "also_ok": ["contained"],
+        "contained": ["tmp/escaped-absolute"],
+        "outside": ["/tmp/escaped-absolute"],
+    },
+    {
+        "repo": "hostile/symlink",
+        "description": "symlink escape -> /tmp, then regular file escape/escaped-symlink in the same layer",
+        "layers": [[("symlink", "escape", "/tmp"),
+                    ("file", "escape/escaped-symlink", PWNED)]],
+        "expect": "error",
+        "also_ok": ["contained"],
+        "contained": ["tmp/escaped-symlink"],
+        "outside": ["/tmp/escaped-symlink"],
+    },
+    {
+        "repo": "hostile/symlink-layers",
+        "description": "layer 1: symlink escape -> /tmp (harmless alone); "
+                       "layer 2: regular file escape/escaped-symlink-layers",
+        "layers": [[("symlink", "escape", "/tmp")],
+                   [("file", "escape/escaped-symlink-layers", PWNED)]],
+        "expect": "error",
+        "also_ok": ["contained"],
+        "contained": ["tmp/escaped-symlink-layers"],
+        "outside": ["/tmp/escaped-symlink-layers"],
+    },
+    {
+        "repo": "hostile/symlink-relative",
+        "description": "symlink up -> ../../../../../../tmp, then regular file up/escaped-relative",
+        "layers": [[("symlink", "up", "../../../../../../tmp"),
+                    ("file", "up/escaped-relative", PWNED)]],
+        "expect": "error",
+        "also_ok": ["contained"],
+        "contained": ["tmp/escaped-relative"],
+        "outside": ["../../../../../../tmp/escaped-relative", "/tmp/escaped-relative",
+                    "../escaped-relative"],
+    },
+    {
+        "repo": "hostile/hardlink",
+        "description": "hardlink member passwd-link whose link target is /etc/passwd (nothing else in the layer)",
+        "layers": [[("hardlink", "passwd-link", "/etc/passwd")]],
+        "expect": "error",
+        "not_linked_to": {"passwd-link": "/etc/passwd"},
+        "note": "resolved inside the target, etc/passwd does not exist, so there is nothing to link to",
+    },
+    {
+        "repo": "hostile/hardlink-dotdot",
+        "description": "hardlink member shadow-link whose link target is ../../../../etc/shadow",
+        "layers": [[("hardlink", "shadow-link", "../../../../etc/shadow")]],
+        "expect": "error",
+        "not_linked_to": {"shadow-link": "/etc/shadow"},
+        "note": "resolved inside the target, etc/shadow does not exist, so there is nothing to link to",
+    },
+    {
+        "repo": "hostile/symlink-loop",
+        "description": "symlinks a -> b and b -> a, then regular file a/x",
+        "layers": [[("symlink", "a", "b"), ("symlink", "b", "a"), ("file", "a/x", PWNED)]],
+        "expect": "error",
+        "note": "resolving a/x must stop (ELOOP or a hop limit) rather than hang",
+    },
+    {
+        "repo": "hostile/huge",
+        "description": "regular file huge.bin whose GNU header declares %d bytes (1 TiB, base-256 size "
+                       "field); the tar stream ends after %d bytes of its data (no padding, no "
+                       "end-of-archive blocks) while the gzip stream around it is complete"
+                       % (HUGE_SIZE, HUGE_DATA),
+        "layers": [[("huge", "huge.bin", HUGE_SIZE, HUGE_DATA)]],
+        "expect": "error",
+        "max_bytes": {"huge.bin": HUGE_DATA},
+        "note": "must fail with an unexpected end of the tar, without reserving or writing 1 TiB",
+    },
+    {
+        "repo": "hostile/whiteout-escape",
+        "description": "whiteout members ../.wh.escaped (would delete ../escaped) and .wh... "
+                       "(would delete '..', the target's parent)",
+        "layers": [[("file", "../.wh.escaped", b""), ("file", ".wh...", b"")]],
+        "expect": "error",
+        "also_ok": ["skipped"],
+        "sentinels": ["../escaped"],
+        "note": "the target directory and its parent must survive too",
+    },
+]
+
+BENIGN = [
+    {
+        "repo": "layers/hardlinks",
+        "description": "layer 1: /data/orig, hardlink /data/link1 -> data/orig, /data/sub/f; "
+                       "layer 2: replaces /data/sub/f, whiteout /data/.wh.link1, adds /data/new",
+        "layers": [
+            [("dir", "data"), ("file", "data/orig", b"one"),
+             ("hardlink", "data/link1", "data/orig"),
+             ("dir", "data/sub"), ("file", "data/sub/f", b"f1")],
+            [("dir", "data"), ("dir", "data/sub"), ("file", "data/sub/f", b"f2"),
+             ("file", "data/.wh.link1", b""), ("file", "data/new", b"new")],
+        ],
+        "expect": "ok",
+        "after": [
+            {"files": {"data/orig": "one", "data/link1": "one", "data/sub/f": "f1"},
+             "dirs": ["data", "data/sub"], "absent": [],
+             "hardlinks": [["data/link1", "data/orig"]], "nlink": {"data/orig": 2}},
+            {"files": {"data/orig": "one", "data/sub/f": "f2", "data/new": "new"},
+             "dirs": ["data", "data/sub"], "absent": ["data/link1", "data/.wh.link1"],
+             "hardlinks": []},
+        ],
+        "note": "after[i] is the tree with layers 1..i+1 applied; in an overlay mount "
+                "data/orig still reports nlink 2 (its lower inode), flattened it is 1",
+    },
+]
+
+OUTCOME_KEYS = ("expect", "also_ok", "contained", "outside", "not_linked_to", "sentinels",
+                "max_bytes", "after", "note")
+
+
+def hostile_images():
+    return HOSTILE + BENIGN
+
+
+def tar_name(tardir, repo, n):
+    return os.path.join(tardir, "%s-%d.tar" % (repo.replace("/", "_"), n))
+
+
+def write_huge_tar(out, name, declared, present):
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.REGTYPE
+    ti.mode = 0o644
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    ti.mtime = MTIME
+    ti.size = declared  # > 8 GiB: GNU format stores it base-256 in the header itself
+    hdr = ti.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    if len(hdr) != tarfile.BLOCKSIZE:
+        die("huge header is %d bytes, want one block" % len(hdr))
+    chunk = b"huge-truncated-member\n"
+    data = (chunk * (present // len(chunk) + 1))[:present]
+    with open(out, "wb") as f:
+        f.write(hdr + data)
+
+
+def write_layer_tar(out, members):
+    if members[0][0] == "huge":
+        if len(members) != 1:
+            die("a huge member must be alone in its layer")
+        write_huge_tar(out, *members[0][1:])
+        return
+    t = Tar(out)
+    for m in members:
+        kind = m[0]
+        if kind == "file":
+            t.file(m[1], m[2])
+        elif kind == "dir":
+            t.dir(m[1])
+        elif kind == "symlink":
+            t.symlink(m[1], m[2])
+        elif kind == "hardlink":
+            t.hardlink(m[1], m[2])
+        else:
+            die("unknown member kind %r" % kind)
+    t.close()
+
+
+def hostile_tars(outdir):
+    os.makedirs(outdir, exist_ok=True)
+    for img in hostile_images():
+        tars = []
+        for n, members in enumerate(img["layers"], 1):
+            out = tar_name(outdir, img["repo"], n)
+            write_layer_tar(out, members)
+            tars.append(out)
+        print(img["repo"], *tars)
+
+
+def expected_members(members):
+    """(name, type, linkname, size) as tarfile reports them when reading."""
+    out = []
+    for m in members:
+        kind = m[0]
+        if kind == "file":
+            out.append((m[1], "file", "", len(m[2])))
+        elif kind == "dir":
+            out.append((m[1].rstrip("/"), "dir", "", 0))
+        elif kind in ("symlink", "hardlink"):
+            out.append((m[1], kind, m[2], 0))
+        elif kind == "huge":
+            out.append((m[1], "file", "", m[2]))
+    return out
+
+
+TAR_KINDS = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.DIRTYPE: "dir",
+             tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink"}
+
+
+def list_tar(raw):
+    """Members of the tar RAW and whether it ends early (a truncated member)."""
+    members, truncated = [], False
+    tf = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
+    try:
+        for ti in tf:
+            members.append((ti.name, TAR_KINDS.get(ti.type, repr(ti.type)), ti.linkname, ti.size))
+    except tarfile.ReadError:
+        truncated = True
+    return members, truncated
+
+
+def hostile_check(ocidir, tardir, registry, out):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    base = "http://%s/v2/" % registry
+
+    def get(repo, kind, ref, accept=None):
+        req = urllib.request.Request(base + "%s/%s/%s" % (repo, kind, ref))
+        if accept:
+            req.add_header("Accept", accept)
+        with opener.open(req, timeout=30) as resp:
+            return resp.read(), resp.headers
+
+    def blob(repo, digest, size=None):
+        data, _ = get(repo, "blobs", digest)
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            die("%s: blob %s as served does not match its digest" % (repo, digest))
+        if size is not None and len(data) != size:
+            die("%s: blob %s is %d bytes, manifest says %d" % (repo, digest, len(data), size))
+        return data
+
+    entries, benign = [], []
+    for img in hostile_images():
+        repo = img["repo"]
+        layout = os.path.join(ocidir, repo.split("/")[0])
+        ref = repo.split("/", 1)[1]
+        want = find_ref(load_index(layout), ref)["digest"]
+        body, headers = get(repo, "manifests", "latest", OCI_MANIFEST)
+        got = "sha256:" + hashlib.sha256(body).hexdigest()
+        if got != want or headers.get("Docker-Content-Digest") != want:
+            die("%s:latest is served as %s (header %s), layout has %s"
+                % (repo, got, headers.get("Docker-Content-Digest"), want))
+        manifest = json.loads(body)
+        if manifest.get("mediaType", OCI_MANIFEST) != OCI_MANIFEST or \
+                OCI_MANIFEST not in headers.get("Content-Type", ""):
+            die("%s: served manifest has media type %s (%s)"
+                % (repo, manifest.get("mediaType"), headers.get("Content-Type")))
+        config = json.loads(blob(repo, manifest["config"]["digest"], manifest["config"]["size"]))
+        if (config.get("os"), config.get("architecture")) != ("linux", "amd64"):
+            die("%s: platform is %s/%s" % (repo, config.get("os"), config.get("architecture")))
+        diff_ids = config["rootfs"]["diff_ids"]
+        if len(manifest["layers"]) != len(img["layers"]) or len(diff_ids) != len(img["layers"]):
+            die("%s: %d layers / %d diff_ids served, want %d"
+                % (repo, len(manifest["layers"]), len(diff_ids), len(img["layers"])))
+        layers = []
+        for n, (desc, diff_id, members) in enumerate(zip(manifest["layers"], diff_ids, img["layers"]), 1):
+            if desc["mediaType"] != GZIP_LAYER:
+                die("%s: layer %d has media type %s" % (repo, n, desc["mediaType"]))
+            gz = blob(repo, desc["digest"], desc["size"])
+            if gz != read_blob(layout, desc["digest"]):
+                die("%s: layer %d differs from the layout's blob" % (repo, n))
+            d = zlib.decompressobj(wbits=31)
+            raw = d.decompress(gz) + d.flush()
+            if not d.eof or d.unused_data:
+                die("%s: layer %d is not exactly one complete gzip stream" % (repo, n))
+            with open(tar_name(tardir, repo, n), "rb") as f:
+                if raw != f.read():
+                    die("%s: layer %d does not decompress to the tar that was written" % (repo, n))
+            if "sha256:" + hashlib.sha256(raw).hexdigest() != diff_id:
+                die("%s: diff_id of layer %d is %s, the tar hashes to sha256:%s"
+                    % (repo, n, diff_id, hashlib.sha256(raw).hexdigest()))
+            got_members, truncated = list_tar(raw)
+            want_members = expected_members(members)
+            is_huge = members[0][0] == "huge"
+            if got_members != want_members or truncated != is_huge:
+                die("%s: layer %d lists %r (truncated %s), want %r (truncated %s)"
+                    % (repo, n, got_members, truncated, want_members, is_huge))
+            layers.append({
+                "digest": desc["digest"],
+                "size": desc["size"],
+                "diff_id": diff_id,
+                "tar_size": len(raw),
+                "truncated": truncated,
+                "members": [dict(zip(("name", "type", "linkname", "size"), m)) for m in want_members],
+            })
+        entry = {
+            "repo": repo,
+            "tag": "latest",
+            "ref": "%s/%s:latest" % (registry, repo),
+            "digest": want,
+            "platform": "linux/amd64",
+            "description": img["description"],
+        }
+        for k in OUTCOME_KEYS:
+            if k in img:
+                entry[k] = img[k]
+            elif k in ("also_ok", "contained", "outside", "sentinels"):
+                entry[k] = []
+            elif k in ("not_linked_to", "max_bytes"):
+                entry[k] = {}
+        entry["layers"] = layers
+        (entries if img in HOSTILE else benign).append(entry)
+    doc = {
+        "registry": registry,
+        "about": "hostile/* images built by tools/testbed: each entry says what a safe "
+                 "unpacker must do; see tools/testbed-fixtures.py (HOSTILE) for the keys",
+        "keys": {
+            "expect": "'error': unpacking must fail; 'ok': it must succeed",
+            "also_ok": "safe lenient outcomes: 'contained' = success with the entry inside the "
+                       "target at the 'contained' paths; 'skipped' = success, entry ignored",
+            "outside": "must not exist afterwards; relative to the target dir (kernel resolves "
+                       "'..') or absolute host paths",
+            "not_linked_to": "{path in target: host file}: must not share the host file's inode",
+            "sentinels": "create these (relative to the target) before unpacking; they must survive",
+            "max_bytes": "{path in target: n}: if present, at most n bytes",
+            "after": "benign images: the tree after each layer",
+        },
+        "images": entries,
+        "benign": benign,
+    }
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    os.rename(tmp, out)
+
+
 def main(argv):
     if len(argv) < 2:
         die(__doc__)
@@ -421,6 +795,8 @@ def main(argv):
         "check-zstd": (check_zstd, 2),
         "check-served-zstd": (check_served_zstd, 2),
         "layout-info": (layout_info, 2),
+        "hostile-tars": (hostile_tars, 1),
+        "hostile-check": (hostile_check, 4),
     }
     if cmd == "make-index":
         if len(args) < 3:
