@@ -369,7 +369,10 @@ pub async fn fetch_blob(
             ingest.written(),
             blob.size()
         ));
-        tokio::time::sleep(policy.delay(idle, None)).await;
+        // A cut after progress resumes at once; only attempts that got nothing back off.
+        if idle > 0 {
+            tokio::time::sleep(policy.delay(idle - 1, None)).await;
+        }
     }
     // The fsync waits for the disk: let the async workers keep downloading meanwhile.
     tokio::task::spawn_blocking(move || ingest.commit())
