@@ -58,6 +58,14 @@ enum Command {
     /// Unmount what `img mount` mounted and drop its writable layer
     #[command(alias = "unmount")]
     Umount(commands::unpack::UmountArgs),
+    /// Run a command in a new container
+    Run(Box<commands::run::RunArgs>),
+    /// (internal) a container's first process
+    #[command(name = "__init", hide = true)]
+    Init {
+        /// init.json
+        config: std::path::PathBuf,
+    },
     /// Remove image references (blobs stay until `img gc`)
     Rmi(commands::rmi::RmiArgs),
     /// Remove blobs no image reaches
@@ -96,7 +104,9 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(commands::run::docker_volume_flag(
+        std::env::args_os().collect(),
+    ));
     let g = &cli.global;
     let result = match cli.command {
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => commands::pull::run(g, a),
@@ -109,6 +119,8 @@ fn main() -> ExitCode {
         Command::Unpack(a) => commands::unpack::run_unpack(g, a),
         Command::Mount(a) => commands::unpack::run_mount(g, a),
         Command::Umount(a) => commands::unpack::run_umount(g, a),
+        Command::Run(a) => commands::run::run(g, *a),
+        Command::Init { config } => img_run::init::main(&config),
         Command::Gc => commands::gc::run(g),
         Command::Login(a) => commands::login::run_login(g, a),
         Command::Logout(a) => commands::login::run_logout(g, a),

@@ -9,6 +9,7 @@ pub mod layers;
 pub mod login;
 pub mod pull;
 pub mod rmi;
+pub mod run;
 pub mod unpack;
 
 use std::os::unix::fs::MetadataExt;

@@ -5,6 +5,8 @@
 //! Every test binary includes this file; not all of them use every helper.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;

@@ -405,6 +405,8 @@ impl Registry {
                 ));
                 tokio::time::sleep(wait).await;
                 attempt += 1;
+                // A token may expire while we wait: the retry may answer a new challenge.
+                challenged = false;
                 continue;
             }
             return check(what, &self.name, self.has_secret(repository), resp).await;

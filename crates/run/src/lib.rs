@@ -1,0 +1,19 @@
+//! A small OCI runtime: it takes an assembled rootfs (an overlay of snapshots, or a bundle's
+//! directory) and a runtime [`Spec`](oci_spec::runtime::Spec), and runs the spec's process in
+//! new namespaces with cgroup limits, on cgroup v1, v2 or the hybrid layout.
+//!
+//! The parent ([`runtime::start`]) re-executes our own binary as `__init` ([`init::main`]) in
+//! the new namespaces; init mounts, pivots and execs, becoming PID 1.
+#![warn(missing_docs)]
+
+pub mod cgroup;
+mod error;
+pub mod init;
+pub mod runtime;
+pub mod spec;
+pub mod user;
+
+pub use error::{Error, Result};
+pub use init::Rootfs;
+pub use runtime::{Container, Launch, start};
+pub use spec::{EtcFiles, Network, RunOptions, Volume, build_spec};

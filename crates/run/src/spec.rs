@@ -1,0 +1,385 @@
+//! From an image config and docker-style flags to an OCI runtime [`Spec`]: the one interface
+//! between "what to run" and the runtime, also written out as a bundle that runc can run.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::ImageConfiguration;
+use oci_spec::runtime::Spec;
+use serde_json::{Value, json};
+
+use crate::{Error, Result};
+
+/// The annotation carrying `--user` (or the image's `User`) until it is resolved against the
+/// image's `/etc/passwd` inside the container.
+pub const USER_ANNOTATION: &str = "io.img.user";
+
+/// docker's default capability set.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Which network namespace the container gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Network {
+    /// A private namespace with only `lo` (up): docker's `none`, and our default.
+    #[default]
+    Private,
+    /// The host's.
+    Host,
+}
+
+/// A bind mount from the host (`-v HOST:CTR[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Volume {
+    /// The host path.
+    pub host: PathBuf,
+    /// Where it appears in the container.
+    pub container: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+impl Volume {
+    /// Parse `HOST:CTR[:ro|rw]`; the host path must be absolute and exist.
+    pub fn parse(s: &str) -> Result<Volume> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let (host, container, read_only) = match parts[..] {
+            [h, c] => (h, c, false),
+            [h, c, "ro"] => (h, c, true),
+            [h, c, "rw"] => (h, c, false),
+            _ => {
+                return Err(Error::Config(format!(
+                    "invalid volume {s:?}: expected HOST:CONTAINER[:ro]"
+                )));
+            }
+        };
+        if !host.starts_with('/') || !container.starts_with('/') {
+            return Err(Error::Config(format!(
+                "invalid volume {s:?}: both paths must be absolute"
+            )));
+        }
+        if !Path::new(host).exists() {
+            return Err(Error::Config(format!(
+                "invalid volume {s:?}: {host} does not exist"
+            )));
+        }
+        Ok(Volume {
+            host: PathBuf::from(host),
+            container: container.to_string(),
+            read_only,
+        })
+    }
+}
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Replaces the image's `Cmd` when not empty.
+    pub cmd: Vec<String>,
+    /// Replaces the image's `Entrypoint` (and clears its `Cmd`); `Some("")` clears it.
+    pub entrypoint: Option<String>,
+    /// `KEY=VALUE`, or `KEY` to take the value from our own environment.
+    pub env: Vec<String>,
+    /// Replaces the image's `WorkingDir`.
+    pub workdir: Option<String>,
+    /// Replaces the image's `User`.
+    pub user: Option<String>,
+    /// The container's hostname.
+    pub hostname: String,
+    /// Network namespace.
+    pub network: Network,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// Maximum number of processes.
+    pub pids: Option<i64>,
+    /// CPUs (a fraction is a quota: 0.5 = half of one CPU).
+    pub cpus: Option<f64>,
+    /// Bind mounts.
+    pub volumes: Vec<Volume>,
+    /// The root filesystem is mounted read-only.
+    pub read_only: bool,
+    /// Give the process a terminal.
+    pub tty: bool,
+}
+
+/// Host files bind-mounted over the container's `/etc/hosts`, `/etc/hostname` and
+/// `/etc/resolv.conf`.
+#[derive(Debug, Clone)]
+pub struct EtcFiles {
+    /// For `/etc/hosts`.
+    pub hosts: PathBuf,
+    /// For `/etc/hostname`.
+    pub hostname: PathBuf,
+    /// For `/etc/resolv.conf`.
+    pub resolv_conf: PathBuf,
+}
+
+/// The process to run, as docker computes it: entrypoint + cmd, env merged over the image's.
+pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles) -> Result<Spec> {
+    let image = config.config().clone().unwrap_or_default();
+    let entrypoint: Vec<String> = match &opts.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => image.entrypoint().clone().unwrap_or_default(),
+    };
+    let cmd: Vec<String> = if !opts.cmd.is_empty() {
+        opts.cmd.clone()
+    } else if opts.entrypoint.is_some() {
+        Vec::new()
+    } else {
+        image.cmd().clone().unwrap_or_default()
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(Error::Config(
+            "no command specified: the image has neither Entrypoint nor Cmd".into(),
+        ));
+    }
+    let mut env: Vec<String> = image.env().clone().unwrap_or_default();
+    let mut set = |kv: String| {
+        let key = kv.split('=').next().unwrap_or_default().to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    };
+    if !image.env().iter().flatten().any(|e| e.starts_with("PATH=")) {
+        set("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    set(format!("HOSTNAME={}", opts.hostname));
+    if opts.tty {
+        set("TERM=xterm".into());
+    }
+    for e in &opts.env {
+        match e.split_once('=') {
+            Some(_) => set(e.clone()),
+            None => {
+                if let Ok(v) = std::env::var(e) {
+                    set(format!("{e}={v}"));
+                }
+            }
+        }
+    }
+    let cwd = opts
+        .workdir
+        .clone()
+        .or_else(|| image.working_dir().clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(Error::Config(format!(
+            "the working directory {cwd:?} is not absolute"
+        )));
+    }
+    let user = opts
+        .user
+        .clone()
+        .or_else(|| image.user().clone())
+        .unwrap_or_default();
+
+    let mut spec = serde_json::to_value(Spec::default())
+        .map_err(|e| Error::Config(format!("default spec: {e}")))?;
+    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    spec["process"] = json!({
+        "terminal": opts.tty,
+        "user": {"uid": 0, "gid": 0},
+        "args": args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {
+            "bounding": caps, "effective": caps, "permitted": caps,
+        },
+        "noNewPrivileges": true,
+    });
+    spec["root"] = json!({"path": "rootfs", "readonly": opts.read_only});
+    spec["hostname"] = json!(opts.hostname);
+    spec["annotations"] = json!({ USER_ANNOTATION: user });
+    let mut mounts: Vec<Value> = spec["mounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        // Our runtime does not mount cgroupfs into containers (the host's hierarchy is hybrid
+        // here); runc reading the bundle mounts nothing there either.
+        .filter(|m| m["type"] != "cgroup")
+        .collect();
+    let bind = |src: &Path, dst: &str, ro: bool| {
+        let mut options = vec!["rbind", "rprivate"];
+        if ro {
+            options.push("ro");
+        }
+        json!({"destination": dst, "type": "bind", "source": src, "options": options})
+    };
+    mounts.push(bind(&etc.hosts, "/etc/hosts", false));
+    mounts.push(bind(&etc.hostname, "/etc/hostname", false));
+    mounts.push(bind(&etc.resolv_conf, "/etc/resolv.conf", false));
+    for v in &opts.volumes {
+        mounts.push(bind(&v.host, &v.container, v.read_only));
+    }
+    spec["mounts"] = json!(mounts);
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if opts.network == Network::Private {
+        namespaces.push(json!({"type": "network"}));
+    }
+    spec["linux"]["namespaces"] = json!(namespaces);
+    let mut resources = json!({});
+    if let Some(m) = opts.memory {
+        // No swap beyond the limit, as docker does when --memory-swap is not given... but
+        // strictly: the memory is the limit.
+        resources["memory"] = json!({"limit": m, "swap": m});
+    }
+    if let Some(p) = opts.pids {
+        resources["pids"] = json!({"limit": p});
+    }
+    if let Some(c) = opts.cpus {
+        let period = 100_000u64;
+        resources["cpu"] = json!({"quota": (c * period as f64).round() as i64, "period": period});
+    }
+    spec["linux"]["resources"] = resources;
+    serde_json::from_value(spec)
+        .map_err(|e| Error::Config(format!("building the runtime spec: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: Value) -> ImageConfiguration {
+        serde_json::from_value(json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "config": json,
+        }))
+        .unwrap()
+    }
+
+    fn etc() -> EtcFiles {
+        EtcFiles {
+            hosts: "/h".into(),
+            hostname: "/n".into(),
+            resolv_conf: "/r".into(),
+        }
+    }
+
+    fn opts() -> RunOptions {
+        RunOptions {
+            hostname: "abc".into(),
+            ..RunOptions::default()
+        }
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_combine_like_docker() {
+        let c = config(
+            json!({"Entrypoint": ["/e"], "Cmd": ["a"], "Env": ["A=1", "PATH=/x"], "WorkingDir": "/w"}),
+        );
+        let args = |o: &RunOptions| {
+            build_spec(&c, o, &etc())
+                .unwrap()
+                .process()
+                .as_ref()
+                .unwrap()
+                .args()
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(args(&opts()), ["/e", "a"]);
+        assert_eq!(
+            args(&RunOptions {
+                cmd: vec!["b".into()],
+                ..opts()
+            }),
+            ["/e", "b"]
+        );
+        assert_eq!(
+            args(&RunOptions {
+                entrypoint: Some("/x".into()),
+                ..opts()
+            }),
+            ["/x"]
+        );
+        assert_eq!(
+            args(&RunOptions {
+                entrypoint: Some(String::new()),
+                cmd: vec!["sh".into()],
+                ..opts()
+            }),
+            ["sh"]
+        );
+        let spec = build_spec(
+            &c,
+            &RunOptions {
+                env: vec!["A=2".into(), "B=3".into()],
+                ..opts()
+            },
+            &etc(),
+        )
+        .unwrap();
+        let p = spec.process().as_ref().unwrap();
+        let env = p.env().clone().unwrap();
+        assert!(env.contains(&"A=2".to_string()) && !env.contains(&"A=1".to_string()));
+        assert!(env.contains(&"PATH=/x".to_string()) && env.contains(&"HOSTNAME=abc".to_string()));
+        assert_eq!(p.cwd(), &PathBuf::from("/w"));
+        let none = config(json!({}));
+        assert!(
+            build_spec(&none, &opts(), &etc())
+                .unwrap_err()
+                .to_string()
+                .contains("no command")
+        );
+    }
+
+    #[test]
+    fn limits_namespaces_and_mounts() {
+        let c = config(json!({"Cmd": ["true"]}));
+        let o = RunOptions {
+            memory: Some(64 << 20),
+            pids: Some(32),
+            cpus: Some(0.5),
+            network: Network::Host,
+            ..opts()
+        };
+        let spec = serde_json::to_value(build_spec(&c, &o, &etc()).unwrap()).unwrap();
+        assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 32);
+        assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 50_000);
+        let ns: Vec<&str> = spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(!ns.contains(&"network") && ns.contains(&"pid"));
+        let dests: Vec<&str> = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert!(
+            dests.contains(&"/proc")
+                && dests.contains(&"/etc/hosts")
+                && !dests.contains(&"/sys/fs/cgroup")
+        );
+        assert!(
+            spec["process"].get("rlimits").is_none(),
+            "rlimits are inherited, never raised"
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! `img run`: a container from a stored image (pulled first if needed), docker's flags and
+//! exit codes (the command's own; 125 for img's errors, 126 cannot execute, 127 not found).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use img_run::{EtcFiles, Network, Rootfs, RunOptions, Volume};
+
+use super::pull::RegistryArgs;
+use crate::Global;
+
+/// Arguments of `img run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// A name for the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass ours on)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid]) inside the container
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Replace the image's entrypoint
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container hostname [default: the short container id]
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Keep stdin open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Network: none (a private namespace with lo, the default) or host
+    #[arg(long, default_value = "none", value_parser = ["none", "host", "private"])]
+    pub network: String,
+    /// Memory limit (bytes, or with a k, m, g suffix)
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Maximum number of processes
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// CPUs (0.5 = half a CPU)
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Bind mount HOST:CONTAINER[:ro] (also -v, as docker spells it, among run's options)
+    #[arg(long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub volume: Vec<String>,
+    /// Mount the root filesystem read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Write an OCI runtime bundle (config.json + rootfs) to DIR instead of running
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Platform to choose from a multi-platform image
+    #[arg(long)]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The image
+    pub image: String,
+    /// The command and its arguments (replace the image's Cmd)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// Options of `img run` that take a value (so the scanner below knows where the image is).
+const VALUE_OPTIONS: [&str; 26] = [
+    "--name",
+    "-e",
+    "--env",
+    "-w",
+    "--workdir",
+    "-u",
+    "--user",
+    "--entrypoint",
+    "--hostname",
+    "--network",
+    "-m",
+    "--memory",
+    "--pids-limit",
+    "--cpus",
+    "--volume",
+    "--bundle",
+    "--platform",
+    "--creds",
+    "--authfile",
+    "--registries-conf",
+    "--cert-dir",
+    "--retry",
+    "--stall-timeout",
+    "--jobs",
+    "--root",
+    "-p",
+];
+
+/// docker spells `--volume` as `-v`, which is our global `--verbose` everywhere else: among
+/// `run`'s options (before the image), `-v` is rewritten to `--volume`.
+pub fn docker_volume_flag(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(run) = args.iter().position(|a| a == "run") else {
+        return args;
+    };
+    let mut out: Vec<std::ffi::OsString> = args[..=run].to_vec();
+    let mut rest = args[run + 1..].iter();
+    while let Some(a) = rest.next() {
+        let text = a.to_string_lossy();
+        if text == "-v" {
+            out.push("--volume".into());
+            out.extend(rest.next().cloned());
+        } else if VALUE_OPTIONS.contains(&text.as_ref()) {
+            out.push(a.clone());
+            out.extend(rest.next().cloned());
+        } else if text.starts_with('-') {
+            out.push(a.clone());
+        } else {
+            // The image: everything after it is the command.
+            out.push(a.clone());
+            out.extend(rest.cloned());
+            break;
+        }
+    }
+    out
+}
+
+/// Run `img run`; img's own failures exit 125, as docker's do.
+pub fn run(global: &Global, args: RunArgs) -> Result<ExitCode> {
+    match run_inner(global, args) {
+        Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
+        Err(e) => {
+            let code = e
+                .downcast_ref::<img_run::Error>()
+                .and_then(|r| match r {
+                    img_run::Error::Init { code, .. } => Some(*code),
+                    _ => None,
+                })
+                .unwrap_or(125);
+            crate::output::error(&e);
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(125)))
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Result<i64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let (digits, unit) = match lower.trim_end_matches('b').char_indices().last() {
+        Some((i, c @ ('k' | 'm' | 'g'))) => (&lower[..i], c),
+        _ => (lower.trim_end_matches('b'), ' '),
+    };
+    let n: f64 = digits
+        .parse()
+        .with_context(|| format!("invalid size {s:?}"))?;
+    let mult = match unit {
+        'k' => 1024.0,
+        'm' => 1024.0 * 1024.0,
+        'g' => 1024.0 * 1024.0 * 1024.0,
+        _ => 1.0,
+    };
+    Ok((n * mult) as i64)
+}
+
+/// A new container id: 64 hex digits, docker's shape.
+fn new_id() -> String {
+    let seed = format!(
+        "{:?}-{}-{:?}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        std::thread::current().id()
+    );
+    img_store::digest::sha256(seed.as_bytes())
+        .digest()
+        .to_string()
+}
+
+fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
+    let (store, image) = super::image_or_pull(
+        global,
+        &args.registry,
+        &args.image,
+        args.platform.as_deref(),
+    )?;
+    let id = new_id();
+    let short = id[..12].to_string();
+    let options = RunOptions {
+        cmd: args.command.clone(),
+        entrypoint: args.entrypoint.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone().unwrap_or_else(|| short.clone()),
+        network: if args.network == "host" {
+            Network::Host
+        } else {
+            Network::Private
+        },
+        memory: args.memory.as_deref().map(parse_size).transpose()?,
+        pids: args.pids_limit,
+        cpus: args.cpus,
+        volumes: args
+            .volume
+            .iter()
+            .map(|v| Volume::parse(v))
+            .collect::<Result<_, _>>()?,
+        read_only: args.read_only,
+        tty: args.tty,
+    };
+
+    if let Some(bundle) = &args.bundle {
+        return write_bundle(&store, &image, &options, bundle).map(|()| 0);
+    }
+
+    let lowers = img_unpack::prepare_snapshots(&store, &image)
+        .with_context(|| format!("preparing the snapshots of {}", image.name))?;
+    let dir = store.root().join("containers").join(&id);
+    let guard = ContainerDir::create(&dir, args.rm)?;
+    let etc = write_etc_files(&dir, &options.hostname, options.network)?;
+    let spec = img_run::build_spec(&image.config, &options, &etc)?;
+    let name = args.name.clone().unwrap_or_else(|| format!("img-{short}"));
+    let mut state = State {
+        id: id.clone(),
+        name,
+        image: image.name.clone(),
+        command: spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default(),
+        status: "created".into(),
+        pid: None,
+        exit_code: None,
+        created: jiff::Timestamp::now().to_string(),
+        finished: None,
+    };
+    state.save(&dir)?;
+
+    if args.tty && !std::io::stdin().is_terminal() {
+        bail!("the input device is not a TTY (-t needs a terminal on stdin)");
+    }
+    let stdin = if args.interactive || args.tty {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    img_run::runtime::block_signals();
+    let mut container = img_run::start(img_run::Launch {
+        id: &id,
+        dir: &dir,
+        spec: &spec,
+        rootfs: Rootfs::Overlay {
+            lowers,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("merged"),
+        },
+        exe: std::env::current_exe().context("finding our own binary")?,
+        stdio: [stdin, Stdio::inherit(), Stdio::inherit()],
+    })?;
+    state.status = "running".into();
+    state.pid = Some(container.child.id());
+    state.save(&dir)?;
+    img_run::runtime::forward_signals(container.child.id(), None);
+    let code = container.wait()?;
+    let _ = container.cleanup();
+    state.status = "exited".into();
+    state.exit_code = Some(code);
+    state.finished = Some(jiff::Timestamp::now().to_string());
+    state.save(&dir)?;
+    drop(guard);
+    Ok(code)
+}
+
+/// A container's record in `ROOT/containers/<id>/state.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    /// The id.
+    pub id: String,
+    /// The name.
+    pub name: String,
+    /// The image it runs.
+    pub image: String,
+    /// The command.
+    pub command: Vec<String>,
+    /// created, running, exited.
+    pub status: String,
+    /// Host pid of its PID 1 while running.
+    pub pid: Option<u32>,
+    /// Its exit code, once exited.
+    pub exit_code: Option<i32>,
+    /// When it was created.
+    pub created: String,
+    /// When it exited.
+    pub finished: Option<String>,
+}
+
+impl State {
+    fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("state.json");
+        let tmp = dir.join(".state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The container's directory, removed on drop when `--rm` asked for it.
+struct ContainerDir {
+    dir: PathBuf,
+    remove: bool,
+}
+
+impl ContainerDir {
+    fn create(dir: &Path, remove: bool) -> Result<ContainerDir> {
+        for sub in ["upper", "work", "merged"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        Ok(ContainerDir {
+            dir: dir.to_path_buf(),
+            remove,
+        })
+    }
+}
+
+impl Drop for ContainerDir {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` for the container, in its directory.
+fn write_etc_files(dir: &Path, hostname: &str, network: Network) -> Result<EtcFiles> {
+    let etc = EtcFiles {
+        hosts: dir.join("hosts"),
+        hostname: dir.join("hostname"),
+        resolv_conf: dir.join("resolv.conf"),
+    };
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    );
+    let resolv = match network {
+        Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        Network::Private => String::new(),
+    };
+    for (path, text) in [
+        (&etc.hosts, hosts),
+        (&etc.hostname, format!("{hostname}\n")),
+        (&etc.resolv_conf, resolv),
+    ] {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(etc)
+}
+
+/// `--bundle DIR`: `DIR/rootfs` (the flattened image) and `DIR/config.json`, which runc runs.
+fn write_bundle(
+    store: &img_store::Store,
+    image: &img_store::Image,
+    options: &RunOptions,
+    bundle: &Path,
+) -> Result<()> {
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(bundle).with_context(|| format!("creating {}", bundle.display()))?;
+    img_unpack::unpack_image(store, image, &rootfs)
+        .with_context(|| format!("unpacking {} into {}", image.name, rootfs.display()))?;
+    let etc = write_etc_files(bundle, &options.hostname, options.network)?;
+    let mut spec = serde_json::to_value(img_run::build_spec(&image.config, options, &etc)?)?;
+    // runc knows nothing of our user annotation: resolve it against the bundle's rootfs.
+    let user_spec = spec["annotations"][img_run::spec::USER_ANNOTATION]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let user = img_run::user::resolve(&rootfs, &user_spec)?;
+    spec["process"]["user"] = serde_json::json!({
+        "uid": user.uid, "gid": user.gid, "additionalGids": user.groups,
+    });
+    let env = spec["process"]["env"].as_array_mut();
+    if let Some(env) = env
+        && !env
+            .iter()
+            .any(|e| e.as_str().is_some_and(|e| e.starts_with("HOME=")))
+    {
+        env.push(format!("HOME={}", user.home).into());
+    }
+    let path = bundle.join("config.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("{}", bundle.display());
+    Ok(())
+}
