@@ -60,6 +60,25 @@ enum Command {
     Umount(commands::unpack::UmountArgs),
     /// Run a command in a new container
     Run(Box<commands::run::RunArgs>),
+    /// List containers
+    Ps(commands::container::PsArgs),
+    /// Print a detached container's output
+    Logs(commands::container::LogsArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL)
+    Stop(commands::container::StopArgs),
+    /// Start stopped containers again (detached)
+    Start(commands::container::Names),
+    /// Remove containers
+    Rm(commands::container::RmArgs),
+    /// Manage containers (docker-style)
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// (internal) a detached container's supervisor
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// The container's directory
+        dir: std::path::PathBuf,
+    },
     /// (internal) a container's first process
     #[command(name = "__init", hide = true)]
     Init {
@@ -79,6 +98,23 @@ enum Command {
     /// Manage images (docker-style aliases)
     #[command(subcommand)]
     Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ContainerCommand {
+    /// Show a container's state and configuration
+    Inspect(commands::container::InspectArgs),
+    /// List containers
+    #[command(alias = "list", alias = "ps")]
+    Ls(commands::container::PsArgs),
+    /// Remove containers
+    Rm(commands::container::RmArgs),
+    /// Stop containers
+    Stop(commands::container::StopArgs),
+    /// Start containers
+    Start(commands::container::Names),
+    /// Print a container's output
+    Logs(commands::container::LogsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +156,23 @@ fn main() -> ExitCode {
         Command::Mount(a) => commands::unpack::run_mount(g, a),
         Command::Umount(a) => commands::unpack::run_umount(g, a),
         Command::Run(a) => commands::run::run(g, *a),
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
+            commands::container::run_ps(g, a)
+        }
+        Command::Logs(a) | Command::Container(ContainerCommand::Logs(a)) => {
+            commands::container::run_logs(g, a)
+        }
+        Command::Stop(a) | Command::Container(ContainerCommand::Stop(a)) => {
+            commands::container::run_stop(g, a)
+        }
+        Command::Start(a) | Command::Container(ContainerCommand::Start(a)) => {
+            commands::container::run_start(g, a)
+        }
+        Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => {
+            commands::container::run_rm(g, a)
+        }
+        Command::Container(ContainerCommand::Inspect(a)) => commands::container::run_inspect(g, a),
+        Command::Supervise { dir } => commands::container::run_supervise(&dir),
         Command::Init { config } => img_run::init::main(&config),
         Command::Gc => commands::gc::run(g),
         Command::Login(a) => commands::login::run_login(g, a),
@@ -132,5 +185,33 @@ fn main() -> ExitCode {
             output::error(&e);
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (duplicate flags and the like), which otherwise only
+    /// fire when the faulty subcommand is used.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_docker_volume_flag() {
+        let args = |s: &str| {
+            s.split(' ')
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        let out = super::commands::run::docker_volume_flag(args(
+            "img -v run -v /a:/b --name x img sh -v /c:/d",
+        ));
+        assert_eq!(
+            out,
+            args("img -v run --volume /a:/b --name x img sh -v /c:/d")
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each parses nothing itself beyond its `Args` struct and calls
 //! the library crates; the helpers here are what several of them share.
 
+pub mod container;
 pub mod fsck;
 pub mod gc;
 pub mod images;

@@ -3,11 +3,11 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use img_run::{EtcFiles, Network, Rootfs, RunOptions, Volume};
+use img_run::{ContainerState, EtcFiles, Io, Network, Port, RunOptions, Volume};
 
 use super::pull::RegistryArgs;
 use crate::Global;
@@ -18,6 +18,13 @@ pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background: print the container id; a small supervisor keeps its log and
+    /// exit status
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Publish a port: [IP:]HOST:CONTAINER (IP defaults to 127.0.0.1)
+    #[arg(short, long = "publish", value_name = "[IP:]HOST:CTR")]
+    pub publish: Vec<String>,
     /// A name for the container
     #[arg(long)]
     pub name: Option<String>,
@@ -76,7 +83,7 @@ pub struct RunArgs {
 }
 
 /// Options of `img run` that take a value (so the scanner below knows where the image is).
-const VALUE_OPTIONS: [&str; 26] = [
+const VALUE_OPTIONS: [&str; 27] = [
     "--name",
     "-e",
     "--env",
@@ -103,6 +110,7 @@ const VALUE_OPTIONS: [&str; 26] = [
     "--jobs",
     "--root",
     "-p",
+    "--publish",
 ];
 
 /// docker spells `--volume` as `-v`, which is our global `--verbose` everywhere else: among
@@ -183,6 +191,12 @@ fn new_id() -> String {
 }
 
 fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
+    if args.detach && args.tty {
+        bail!("-d with -t is not supported yet: a detached container has no terminal to attach");
+    }
+    if args.tty && !std::io::stdin().is_terminal() {
+        bail!("the input device is not a TTY (-t needs a terminal on stdin)");
+    }
     let (store, image) = super::image_or_pull(
         global,
         &args.registry,
@@ -191,6 +205,11 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     )?;
     let id = new_id();
     let short = id[..12].to_string();
+    let network = if args.network == "host" {
+        Network::Host
+    } else {
+        Network::Private
+    };
     let options = RunOptions {
         cmd: args.command.clone(),
         entrypoint: args.entrypoint.clone(),
@@ -198,11 +217,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         workdir: args.workdir.clone(),
         user: args.user.clone(),
         hostname: args.hostname.clone().unwrap_or_else(|| short.clone()),
-        network: if args.network == "host" {
-            Network::Host
-        } else {
-            Network::Private
-        },
+        network,
         memory: args.memory.as_deref().map(parse_size).transpose()?,
         pids: args.pids_limit,
         cpus: args.cpus,
@@ -214,19 +229,35 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         read_only: args.read_only,
         tty: args.tty,
     };
+    let ports = args
+        .publish
+        .iter()
+        .map(|p| Port::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
 
     if let Some(bundle) = &args.bundle {
         return write_bundle(&store, &image, &options, bundle).map(|()| 0);
     }
 
+    img_run::reap(store.root());
+    let name = args.name.clone().unwrap_or_else(|| format!("img-{short}"));
+    if ContainerState::list(store.root())
+        .iter()
+        .any(|(_, s)| s.name == name)
+    {
+        bail!("the container name {name:?} is already in use");
+    }
     let lowers = img_unpack::prepare_snapshots(&store, &image)
         .with_context(|| format!("preparing the snapshots of {}", image.name))?;
-    let dir = store.root().join("containers").join(&id);
-    let guard = ContainerDir::create(&dir, args.rm)?;
+    let dir = ContainerState::dir(store.root(), &id);
+    // Foreground --rm removes the directory here; a detached one's supervisor does.
+    let guard = ContainerDir::create(&dir, args.rm && !args.detach)?;
     let etc = write_etc_files(&dir, &options.hostname, options.network)?;
     let spec = img_run::build_spec(&image.config, &options, &etc)?;
-    let name = args.name.clone().unwrap_or_else(|| format!("img-{short}"));
-    let mut state = State {
+    let config = dir.join("config.json");
+    std::fs::write(&config, serde_json::to_vec_pretty(&spec)?)
+        .with_context(|| format!("writing {}", config.display()))?;
+    let state = ContainerState {
         id: id.clone(),
         name,
         image: image.name.clone(),
@@ -237,79 +268,36 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
             .unwrap_or_default(),
         status: "created".into(),
         pid: None,
+        supervisor: None,
         exit_code: None,
+        error: None,
         created: jiff::Timestamp::now().to_string(),
+        started: None,
         finished: None,
+        ports,
+        network,
+        auto_remove: args.rm,
+        lowers,
     };
     state.save(&dir)?;
 
-    if args.tty && !std::io::stdin().is_terminal() {
-        bail!("the input device is not a TTY (-t needs a terminal on stdin)");
+    if args.detach {
+        std::mem::forget(guard);
+        let state = super::container::start_detached(&dir)?;
+        println!("{}", state.id);
+        return Ok(0);
     }
-    let stdin = if args.interactive || args.tty {
-        Stdio::inherit()
+    let io = if args.tty {
+        Io::Tty
     } else {
-        Stdio::null()
+        Io::Inherit {
+            stdin: args.interactive,
+        }
     };
-    img_run::runtime::block_signals();
-    let mut container = img_run::start(img_run::Launch {
-        id: &id,
-        dir: &dir,
-        spec: &spec,
-        rootfs: Rootfs::Overlay {
-            lowers,
-            upper: dir.join("upper"),
-            work: dir.join("work"),
-            merged: dir.join("merged"),
-        },
-        exe: std::env::current_exe().context("finding our own binary")?,
-        stdio: [stdin, Stdio::inherit(), Stdio::inherit()],
-    })?;
-    state.status = "running".into();
-    state.pid = Some(container.child.id());
-    state.save(&dir)?;
-    img_run::runtime::forward_signals(container.child.id(), None);
-    let code = container.wait()?;
-    let _ = container.cleanup();
-    state.status = "exited".into();
-    state.exit_code = Some(code);
-    state.finished = Some(jiff::Timestamp::now().to_string());
-    state.save(&dir)?;
+    let exe = std::env::current_exe().context("finding our own binary")?;
+    let code = img_run::supervise(&dir, io, exe, |_| {})?;
     drop(guard);
     Ok(code)
-}
-
-/// A container's record in `ROOT/containers/<id>/state.json`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct State {
-    /// The id.
-    pub id: String,
-    /// The name.
-    pub name: String,
-    /// The image it runs.
-    pub image: String,
-    /// The command.
-    pub command: Vec<String>,
-    /// created, running, exited.
-    pub status: String,
-    /// Host pid of its PID 1 while running.
-    pub pid: Option<u32>,
-    /// Its exit code, once exited.
-    pub exit_code: Option<i32>,
-    /// When it was created.
-    pub created: String,
-    /// When it exited.
-    pub finished: Option<String>,
-}
-
-impl State {
-    fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join("state.json");
-        let tmp = dir.join(".state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
-    }
 }
 
 /// The container's directory, removed on drop when `--rm` asked for it.

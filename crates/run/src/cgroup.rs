@@ -117,6 +117,54 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The cgroup a container of this id would have, as far as it exists.
+    pub fn existing(name: &str) -> Cgroup {
+        let root = Path::new(ROOT);
+        if root.join("cgroup.controllers").exists() {
+            return Cgroup {
+                dirs: vec![root.join("img").join(name)],
+                unified: true,
+            };
+        }
+        let dirs = ["memory", "pids", "cpu"]
+            .iter()
+            .map(|c| root.join(c).join("img").join(name))
+            .filter(|d| d.exists())
+            .collect();
+        Cgroup {
+            dirs,
+            unified: false,
+        }
+    }
+
+    /// Remove our cgroups (`img/<id>`) whose container is not in `known`; returns how many.
+    pub fn remove_orphans(known: &[String]) -> usize {
+        let root = Path::new(ROOT);
+        let parents: Vec<PathBuf> = if root.join("cgroup.controllers").exists() {
+            vec![root.join("img")]
+        } else {
+            ["memory", "pids", "cpu"]
+                .iter()
+                .map(|c| root.join(c).join("img"))
+                .collect()
+        };
+        let mut removed = 0;
+        for parent in parents {
+            for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit());
+                if ours
+                    && !known.contains(&name)
+                    && entry.path().is_dir()
+                    && std::fs::remove_dir(entry.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Move a process (and its future children) into the cgroup.
     pub fn add(&self, pid: u32) -> Result<()> {
         for dir in &self.dirs {

@@ -22,6 +22,8 @@ use crate::{Error, Result};
 pub const SYNC_FD: i32 = 3;
 /// fd on which init reports a failure.
 pub const ERROR_FD: i32 = 4;
+/// fd of the console socket, when the process has a terminal.
+pub const CONSOLE_FD: i32 = 5;
 
 /// What init needs beyond the spec.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -241,12 +243,9 @@ fn setup(config: &Path) -> Result<std::convert::Infallible> {
     std::fs::create_dir_all(cwd).map_err(sys(format!("working directory {}", cwd.display())))?;
     rustix::process::chdir(cwd).map_err(errno(format!("working directory {}", cwd.display())))?;
     if process.terminal().unwrap_or(false) {
-        // The pty slave is our stdin; make it our controlling terminal.
-        rustix::process::setsid().map_err(errno("setsid"))?;
-        // SAFETY: TIOCSCTTY on stdin, which is the terminal the parent gave us.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
-            return Err(sys("TIOCSCTTY")(std::io::Error::last_os_error()));
-        }
+        // SAFETY: fd 5 is the console socket the parent put there for us.
+        let socket = unsafe { OwnedFd::from_raw_fd(CONSOLE_FD) };
+        crate::tty::setup_in_container(socket)?;
     }
 
     // Wait for the parent to put us in our cgroup.

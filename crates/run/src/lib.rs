@@ -9,11 +9,17 @@
 pub mod cgroup;
 mod error;
 pub mod init;
+pub mod ports;
 pub mod runtime;
 pub mod spec;
+pub mod state;
+pub mod supervise;
+pub mod tty;
 pub mod user;
 
 pub use error::{Error, Result};
 pub use init::Rootfs;
 pub use runtime::{Container, Launch, start};
 pub use spec::{EtcFiles, Network, RunOptions, Volume, build_spec};
+pub use state::{ContainerState, Port};
+pub use supervise::{Io, reap, supervise};

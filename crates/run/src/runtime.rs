@@ -29,6 +29,8 @@ pub struct Launch<'a> {
     pub exe: PathBuf,
     /// The container's stdin, stdout, stderr.
     pub stdio: [Stdio; 3],
+    /// init's end of the console socket, when the process has a terminal.
+    pub console: Option<OwnedFd>,
 }
 
 /// A started container.
@@ -103,6 +105,8 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
     let (sync_r, sync_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (sr, ew) = (sync_r.as_raw_fd(), err_w.as_raw_fd());
+    let console = launch.console.map(high_fd).transpose()?;
+    let cs = console.as_ref().map_or(-1, |c| c.as_raw_fd());
     let [stdin, stdout, stderr] = launch.stdio;
     let mut cmd = Command::new(&launch.exe);
     cmd.arg("__init")
@@ -114,6 +118,9 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
     unsafe {
         cmd.pre_exec(move || {
             if libc::dup2(sr, SYNC_FD) < 0 || libc::dup2(ew, ERROR_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if cs >= 0 && libc::dup2(cs, crate::init::CONSOLE_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -155,6 +162,7 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
     };
     drop(sync_r);
     drop(err_w);
+    drop(console);
     let mut container = Container { child, cgroup };
     let report = (|| -> Result<String> {
         container.cgroup.add(container.child.id())?;
@@ -190,16 +198,18 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(crate::error::errno("pipe"))?;
-    let high = |fd: OwnedFd| -> Result<OwnedFd> {
-        // SAFETY: F_DUPFD_CLOEXEC returns a new fd we then own.
-        let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-        if n < 0 {
-            return Err(sys("fcntl")(std::io::Error::last_os_error()));
-        }
-        // SAFETY: `n` is a fresh descriptor nobody else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(n) })
-    };
-    Ok((high(r)?, high(w)?))
+    Ok((high_fd(r)?, high_fd(w)?))
+}
+
+/// The same open file at a descriptor of 10 or above, close-on-exec.
+fn high_fd(fd: OwnedFd) -> Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd we then own.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if n < 0 {
+        return Err(sys("fcntl")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `n` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// Block the signals a container should receive instead of us, in this thread and the

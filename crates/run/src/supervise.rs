@@ -1,0 +1,215 @@
+//! Running a prepared container to its end: used by `img run` in the foreground, and by the
+//! small supervisor process (`img __supervise DIR`, like conmon) that keeps a detached
+//! container's log and exit status. It starts the container, records it running, serves its
+//! ports and terminal, forwards signals, waits, records the exit and removes the cgroup.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use oci_spec::runtime::Spec;
+
+use crate::error::sys;
+use crate::init::Rootfs;
+use crate::spec::Network;
+use crate::state::ContainerState;
+use crate::{Error, Launch, Result, ports, runtime, tty};
+
+/// Where the container's stdio goes.
+#[derive(Debug, Clone)]
+pub enum Io {
+    /// Our own stdout and stderr; our stdin too when `stdin` is set.
+    Inherit {
+        /// Keep stdin open (`-i`).
+        stdin: bool,
+    },
+    /// A pty proxied to our terminal (`-t`).
+    Tty,
+    /// Appended to a log file (detached), stdin closed.
+    Log(PathBuf),
+}
+
+/// Run the container in `dir` (its `state.json` and `config.json` written) to its end;
+/// returns its exit code. `exe` is our binary (re-executed as `__init`); `started` is told
+/// once the command runs.
+pub fn supervise(
+    dir: &Path,
+    io: Io,
+    exe: PathBuf,
+    started: impl FnOnce(&ContainerState),
+) -> Result<i32> {
+    let mut state = ContainerState::load(dir)?;
+    let spec_path = dir.join("config.json");
+    let spec = Spec::load(&spec_path)
+        .map_err(|e| Error::Config(format!("{}: {e}", spec_path.display())))?;
+    let listeners = match state.network {
+        // With the host's network the container's ports are the host's already.
+        Network::Host => Vec::new(),
+        Network::Private => ports::listen(&state.ports)?,
+    };
+    let mut console_ours = None;
+    let mut console_theirs = None;
+    let stdio: [Stdio; 3] = match &io {
+        Io::Inherit { stdin } => [
+            if *stdin {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            },
+            Stdio::inherit(),
+            Stdio::inherit(),
+        ],
+        Io::Tty => {
+            // Init opens the terminal in the container and sends us its master.
+            let (ours, theirs) = tty::console_socket()?;
+            console_ours = Some(ours);
+            console_theirs = Some(theirs);
+            [Stdio::null(), Stdio::null(), Stdio::null()]
+        }
+        Io::Log(path) => {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(sys(path.display()))?;
+            let err = log.try_clone().map_err(sys(path.display()))?;
+            [Stdio::null(), Stdio::from(log), Stdio::from(err)]
+        }
+    };
+    runtime::block_signals();
+    let launched = runtime::start(Launch {
+        id: &state.id,
+        dir,
+        spec: &spec,
+        rootfs: Rootfs::Overlay {
+            lowers: state.lowers.clone(),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            merged: dir.join("merged"),
+        },
+        exe,
+        stdio,
+        console: console_theirs,
+    });
+    let mut container = match launched {
+        Ok(c) => c,
+        Err(e) => {
+            state.status = "exited".into();
+            state.exit_code = Some(match &e {
+                Error::Init { code, .. } => *code,
+                _ => 125,
+            });
+            state.error = Some(e.to_string());
+            state.finished = Some(now());
+            let _ = state.save(dir);
+            return Err(e);
+        }
+    };
+    let pid = container.child.id();
+    state.status = "running".into();
+    state.pid = Some(pid);
+    state.supervisor = Some(std::process::id());
+    state.exit_code = None;
+    state.error = None;
+    state.started = Some(now());
+    state.save(dir)?;
+    started(&state);
+    ports::forward(pid, listeners)?;
+    let (output, _raw) = match console_ours {
+        Some(socket) => {
+            let master = tty::receive_master(&socket)?;
+            tty::resize(&master);
+            let raw = tty::RawMode::enter();
+            let winch_master = master.try_clone().map_err(sys("pty"))?;
+            runtime::forward_signals(pid, Some(Box::new(move || tty::resize(&winch_master))));
+            (Some(tty::proxy(master)?), Some(raw))
+        }
+        None => {
+            runtime::forward_signals(pid, None);
+            (None, None)
+        }
+    };
+    let code = container.wait()?;
+    if let Some(out) = output {
+        let _ = out.join();
+    }
+    let oom = container.cgroup.oom_killed();
+    let _ = container.cleanup();
+    state.status = "exited".into();
+    state.exit_code = Some(code);
+    state.finished = Some(now());
+    if oom {
+        state.error = Some("killed by the kernel: out of memory (--memory)".into());
+    }
+    state.save(dir)?;
+    Ok(code)
+}
+
+/// Record containers whose process died with their supervisor (img killed, machine crash) as
+/// exited, remove their cgroups and, for `--rm` ones, their directories; remove cgroups left
+/// by containers that no longer exist. Returns how many it fixed.
+pub fn reap(root: &Path) -> usize {
+    let mut fixed = 0;
+    let known: Vec<String> = ContainerState::list(root)
+        .into_iter()
+        .map(|(dir, mut s)| {
+            let supervisor_alive = s
+                .supervisor
+                .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if s.status == "running" && !s.is_running() && !supervisor_alive {
+                fixed += 1;
+                let _ = crate::cgroup::Cgroup::existing(&s.id).remove();
+                if s.auto_remove {
+                    let _ = std::fs::remove_dir_all(&dir);
+                } else {
+                    s.status = "exited".into();
+                    s.finished = Some(now());
+                    s.error = Some("its supervisor died; the exit code is unknown".into());
+                    let _ = s.save(&dir);
+                }
+            }
+            s.id
+        })
+        .collect();
+    fixed += crate::cgroup::Cgroup::remove_orphans(&known);
+    fixed
+}
+
+fn now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // RFC 3339 in UTC without a date library: seconds since the epoch, formatted by hand.
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, dd) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's algorithm.
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil(0), (1970, 1, 1));
+        assert_eq!(super::civil(20_779), (2026, 11, 22));
+        assert_eq!(super::civil(11_016), (2000, 2, 29));
+    }
+}

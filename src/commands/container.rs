@@ -1,0 +1,428 @@
+//! Containers after `img run`: `ps`, `logs`, `stop`, `start`, `rm`, `container inspect`, and
+//! the detached supervisor (`img __supervise DIR`). No daemon: each command reads the
+//! container's `state.json`; the supervisor process records the exit.
+
+use std::io::{Read, Seek, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use img_run::ContainerState;
+
+use crate::{Global, output};
+
+/// Arguments of `img ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones); `-q` (global) prints only ids
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+/// Arguments naming containers.
+#[derive(Debug, Args)]
+pub struct Names {
+    /// Containers, by name or (a prefix of) id
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// Arguments of `img stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u64,
+    #[command(flatten)]
+    pub names: Names,
+}
+
+/// Arguments of `img rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill a running container first
+    #[arg(short, long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub names: Names,
+}
+
+/// Arguments of `img logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container exits
+    #[arg(short, long)]
+    pub follow: bool,
+    /// The container
+    pub container: String,
+}
+
+/// Arguments of `img container inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The container
+    pub container: String,
+}
+
+fn root(global: &Global) -> Result<PathBuf> {
+    Ok(super::store(global)?.root().to_path_buf())
+}
+
+fn find(root: &Path, what: &str) -> Result<(PathBuf, ContainerState)> {
+    Ok(ContainerState::find(root, what)?)
+}
+
+/// Start the supervisor of the container in `dir` in the background and wait until its
+/// command runs (or fails to start).
+pub fn start_detached(dir: &Path) -> Result<ContainerState> {
+    let exe = std::env::current_exe().context("finding our own binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__supervise")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid between fork and exec: the supervisor outlives us in its own session.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the container's supervisor")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = ContainerState::load(dir)?;
+        match state.status.as_str() {
+            "running" => return Ok(state),
+            "exited" => {
+                let _ = child.wait();
+                bail!(
+                    "{}",
+                    state.error.unwrap_or_else(|| format!(
+                        "the container exited at once with code {}",
+                        state.exit_code.unwrap_or(-1)
+                    ))
+                );
+            }
+            _ => {}
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("the container's supervisor ended before the container started ({status})");
+        }
+        if Instant::now() > deadline {
+            bail!("the container did not start within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `img __supervise DIR`: run the container in DIR to its end, its output in DIR/log.
+pub fn run_supervise(dir: &Path) -> Result<ExitCode> {
+    let exe = std::env::current_exe().context("finding our own binary")?;
+    let result = img_run::supervise(dir, img_run::Io::Log(dir.join("log")), exe, |_| {});
+    if ContainerState::load(dir).is_ok_and(|s| s.auto_remove) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `img ps`.
+pub fn run_ps(global: &Global, args: PsArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    img_run::reap(&root);
+    let list: Vec<ContainerState> = ContainerState::list(&root)
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| args.all || s.is_running())
+        .collect();
+    if global.quiet {
+        for s in &list {
+            println!("{}", &s.id[..12]);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if global.json {
+        output::json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let mut command = s.command.join(" ");
+            if command.chars().count() > 24 {
+                command = command.chars().take(23).collect::<String>() + "…";
+            }
+            vec![
+                s.id[..12].to_string(),
+                s.name.clone(),
+                s.image.clone(),
+                format!("\"{command}\""),
+                status(s),
+                output::age(Some(&s.created)),
+                s.ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "CONTAINER ID",
+            "NAME",
+            "IMAGE",
+            "COMMAND",
+            "STATUS",
+            "CREATED",
+            "PORTS",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// docker's STATUS column: `Up 5 seconds`, `Exited (0) 3 minutes ago`, `Created`.
+fn status(s: &ContainerState) -> String {
+    if s.is_running() {
+        let since = output::age(s.started.as_deref());
+        return format!("Up {}", since.trim_end_matches(" ago"));
+    }
+    match s.status.as_str() {
+        "created" => "Created".into(),
+        _ => format!(
+            "Exited ({}) {}",
+            s.exit_code.map_or("?".into(), |c| c.to_string()),
+            output::age(s.finished.as_deref())
+        ),
+    }
+}
+
+/// Run `img logs`.
+pub fn run_logs(global: &Global, args: LogsArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    let (dir, _) = find(&root, &args.container)?;
+    let path = dir.join("log");
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "{}: no log: the container ran in the foreground",
+                args.container
+            )
+        }
+        Err(e) => return Err(e).with_context(|| path.display().to_string()),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| path.display().to_string())?;
+        if n > 0 {
+            out.write_all(&buf[..n])?;
+            continue;
+        }
+        out.flush()?;
+        if !args.follow || !ContainerState::load(&dir).is_ok_and(|s| s.is_running()) {
+            // One more read: what was written between the last read and the exit.
+            let pos = file.stream_position()?;
+            let mut rest = Vec::new();
+            file.read_to_end(&mut rest)?;
+            out.write_all(&rest)?;
+            let _ = pos;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Send `signal` to the container and wait up to `wait` for it to exit.
+fn kill_and_wait(dir: &Path, state: &ContainerState, signal: i32, wait: Duration) -> bool {
+    if let Some(pid) = state.pid {
+        // SAFETY: sending a signal to a pid we recorded.
+        unsafe { libc::kill(pid as libc::pid_t, signal) };
+    }
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if !ContainerState::load(dir).is_ok_and(|s| s.is_running()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !ContainerState::load(dir).is_ok_and(|s| s.is_running())
+}
+
+/// Wait for the supervisor to record the exit (so `rm` and `start` see a settled state).
+fn settle(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match ContainerState::load(dir) {
+            Ok(s)
+                if s.status == "running"
+                    && s.supervisor
+                        .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) => {}
+            _ => return,
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Run `img stop`: SIGTERM, then SIGKILL after `-t` seconds.
+pub fn run_stop(global: &Global, args: StopArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    for what in &args.names.containers {
+        let (dir, state) = find(&root, what)?;
+        if state.is_running()
+            && !kill_and_wait(&dir, &state, libc::SIGTERM, Duration::from_secs(args.time))
+        {
+            kill_and_wait(&dir, &state, libc::SIGKILL, Duration::from_secs(10));
+        }
+        settle(&dir);
+        println!("{what}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `img start`: the container again, detached, on its kept writable layer.
+pub fn run_start(global: &Global, args: Names) -> Result<ExitCode> {
+    let root = root(global)?;
+    img_run::reap(&root);
+    for what in &args.containers {
+        let (dir, mut state) = find(&root, what)?;
+        if state.is_running() {
+            println!("{what}");
+            continue;
+        }
+        state.status = "created".into();
+        state.save(&dir)?;
+        start_detached(&dir).with_context(|| format!("starting {what}"))?;
+        println!("{what}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `img rm`.
+pub fn run_rm(global: &Global, args: RmArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    img_run::reap(&root);
+    let mut failed = false;
+    for what in &args.names.containers {
+        let result = (|| -> Result<()> {
+            let (dir, state) = find(&root, what)?;
+            if state.is_running() {
+                if !args.force {
+                    bail!("container {what} is running: stop it first, or use rm -f");
+                }
+                kill_and_wait(&dir, &state, libc::SIGKILL, Duration::from_secs(10));
+                settle(&dir);
+            }
+            let _ = img_run::cgroup::Cgroup::existing(&state.id).remove();
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => println!("{what}"),
+            Err(e) => {
+                output::error(&e);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Run `img container inspect`.
+pub fn run_inspect(global: &Global, args: InspectArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    img_run::reap(&root);
+    let (dir, state) = find(&root, &args.container)?;
+    let spec: serde_json::Value = std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let running = state.is_running();
+    let doc = serde_json::json!({
+        "Id": state.id,
+        "Name": state.name,
+        "Image": state.image,
+        "State": {
+            "Status": if running { "running" } else { state.status.as_str() },
+            "Running": running,
+            "Pid": if running { state.pid } else { None },
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": state.started,
+            "FinishedAt": state.finished,
+        },
+        "Created": state.created,
+        "Config": {
+            "Cmd": spec["process"]["args"],
+            "Env": spec["process"]["env"],
+            "WorkingDir": spec["process"]["cwd"],
+            "User": spec["annotations"][img_run::spec::USER_ANNOTATION],
+            "Hostname": spec["hostname"],
+            "Tty": spec["process"]["terminal"],
+        },
+        "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind").cloned().collect::<Vec<_>>()),
+        "HostConfig": {
+            "NetworkMode": match state.network { img_run::Network::Host => "host", img_run::Network::Private => "none" },
+            "Memory": spec["linux"]["resources"]["memory"]["limit"],
+            "PidsLimit": spec["linux"]["resources"]["pids"]["limit"],
+            "CpuQuota": spec["linux"]["resources"]["cpu"]["quota"],
+            "CpuPeriod": spec["linux"]["resources"]["cpu"]["period"],
+            "PortBindings": state.ports.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "AutoRemove": state.auto_remove,
+            "ReadonlyRootfs": spec["root"]["readonly"],
+        },
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "LowerDir": state.lowers,
+                "UpperDir": dir.join("upper"),
+                "MergedDir": dir.join("merged"),
+            },
+        },
+    });
+    if global.json {
+        output::json(&doc)?;
+    } else {
+        println!("Id:        {}", state.id);
+        println!("Name:      {}", state.name);
+        println!("Image:     {}", state.image);
+        println!("Status:    {}", status(&state));
+        if running {
+            println!("Pid:       {}", state.pid.unwrap_or(0));
+        }
+        if let Some(e) = &state.error {
+            println!("Error:     {e}");
+        }
+        println!("Command:   {}", state.command.join(" "));
+        println!(
+            "Network:   {}",
+            doc["HostConfig"]["NetworkMode"]
+                .as_str()
+                .unwrap_or_default()
+        );
+        for p in &state.ports {
+            println!("Port:      {p}");
+        }
+        for key in ["Memory", "PidsLimit", "CpuQuota"] {
+            if !doc["HostConfig"][key].is_null() {
+                println!("{:<10} {}", format!("{key}:"), doc["HostConfig"][key]);
+            }
+        }
+        println!("Upper:     {}", dir.join("upper").display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
