@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod tree;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -596,4 +597,34 @@ pub fn assert_one_error_line(stderr: &str) -> &str {
     );
     assert!(lines[0].starts_with("img: "), "not an img error: {stderr}");
     lines[0]
+}
+
+/// Whether this process runs as root (the `Uid:` line of `/proc/self/status`, effective uid).
+pub fn is_root() -> bool {
+    let status = fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .is_some_and(|euid| euid == "0")
+}
+
+/// `$IMG_TB_DIR/hostile.json` (what the hostile/* fixtures are and what a safe unpacker must
+/// do with them), parsed; waits up to two minutes for it to appear.
+pub fn hostile_json(tb: &Testbed) -> Value {
+    let path = tb.dir.join("hostile.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(bytes) = fs::read(&path)
+            && let Ok(value) = serde_json::from_slice::<Value>(&bytes)
+        {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear (is tools/testbed up to date?)",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

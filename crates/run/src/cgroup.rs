@@ -153,9 +153,18 @@ impl Cgroup {
             for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let ours = name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit());
+                // Cgroup names are machine-wide but `known` is one store's containers: leave
+                // young cgroups alone (another store's container may be starting in one).
+                // rmdir itself fails on a cgroup that still has processes.
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(60));
                 if ours
+                    && old
                     && !known.contains(&name)
-                    && entry.path().is_dir()
                     && std::fs::remove_dir(entry.path()).is_ok()
                 {
                     removed += 1;

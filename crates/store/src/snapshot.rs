@@ -48,11 +48,18 @@ impl SnapshotTemp {
             serde_json::to_vec_pretty(meta).unwrap_or_default(),
         )
         .at(&meta_path)?;
+        let exists = |e: &std::io::Error| {
+            e.raw_os_error() == Some(libc::ENOTEMPTY) || e.raw_os_error() == Some(libc::EEXIST)
+        };
         match fs::rename(&self.dir, &self.target) {
             Ok(()) => {}
-            Err(e)
-                if e.raw_os_error() == Some(libc::ENOTEMPTY)
-                    || e.raw_os_error() == Some(libc::EEXIST) => {}
+            // Another process finished the same snapshot first: keep theirs.
+            Err(e) if exists(&e) && self.target.join("meta.json").is_file() => {}
+            // What is there is incomplete (no meta.json): replace it with ours.
+            Err(e) if exists(&e) => {
+                fs::remove_dir_all(&self.target).at(&self.target)?;
+                fs::rename(&self.dir, &self.target).at(&self.target)?;
+            }
             Err(e) => {
                 return Err(Error::Io {
                     path: self.target.clone(),

@@ -274,13 +274,15 @@ impl Applier {
     /// `.wh.NAME` in `parent`.
     fn whiteout(&mut self, parent: &[OsString], victim: &OsStr, label: &str) -> Result<()> {
         let dir = self.parent(parent, label)?;
+        let mut full: PathBuf = parent.iter().collect();
+        full.push(victim);
+        // A whiteout hides what lower layers have, never its own layer's entries.
+        if self.written.contains(&full) {
+            return Ok(());
+        }
         match self.mode {
             Mode::Flatten => {
-                let mut full: PathBuf = parent.iter().collect();
-                full.push(victim);
-                if !self.written.contains(&full) {
-                    self.clear(&dir, victim, false, label)?;
-                }
+                self.clear(&dir, victim, false, label)?;
             }
             Mode::Overlay => {
                 self.clear(&dir, victim, false, label)?;

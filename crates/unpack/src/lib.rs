@@ -107,7 +107,14 @@ pub fn unpack_image(store: &Store, image: &Image, target: &Path) -> Result<Stats
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "rootfs".into());
-    let temp = TempDir::new(parent.join(format!(".{name}.img-{}", std::process::id())))?;
+    // An existing empty directory (`.`, a symlink to one) is filled in place and emptied
+    // again on failure; a new one is built beside it and renamed into place.
+    let in_place = target.is_dir();
+    let temp = if in_place {
+        TempDir::contents_of(target.to_path_buf())
+    } else {
+        TempDir::new(parent.join(format!(".{name}.img-{}", std::process::id())))?
+    };
     let mut total = Stats::default();
     let mut next = match layers.first() {
         Some((l, d)) => Some(spawn(store, l, d)?),
@@ -118,16 +125,15 @@ pub fn unpack_image(store: &Store, image: &Image, target: &Path) -> Result<Stats
         if let Some((l, d)) = layers.get(i + 1) {
             next = Some(spawn(store, l, d)?);
         }
-        let stats = apply_stream(current, diff_id, &temp.0, Mode::Flatten)
+        let stats = apply_stream(current, diff_id, &temp.path, Mode::Flatten)
             .map_err(|e| e.in_layer(layer.digest()))?;
         total.entries += stats.entries;
         total.bytes += stats.bytes;
         total.skipped += stats.skipped;
     }
-    if target.exists() {
-        std::fs::remove_dir(target).map_err(error::io_at(target.display()))?;
+    if !in_place {
+        std::fs::rename(&temp.path, target).map_err(error::io_at(target.display()))?;
     }
-    std::fs::rename(&temp.0, target).map_err(error::io_at(target.display()))?;
     temp.keep();
     Ok(total)
 }
@@ -194,8 +200,12 @@ fn prepare_one(
     Ok(())
 }
 
-/// A directory removed on drop unless kept.
-struct TempDir(PathBuf);
+/// A directory removed on drop unless kept (or, for one that existed, emptied).
+struct TempDir {
+    path: PathBuf,
+    only_contents: bool,
+    keep: bool,
+}
 
 impl TempDir {
     fn new(path: PathBuf) -> Result<TempDir> {
@@ -203,18 +213,46 @@ impl TempDir {
             let _ = std::fs::remove_dir_all(&path);
         }
         std::fs::create_dir(&path).map_err(error::io_at(path.display()))?;
-        Ok(TempDir(path))
+        Ok(TempDir {
+            path,
+            only_contents: false,
+            keep: false,
+        })
+    }
+
+    fn contents_of(path: PathBuf) -> TempDir {
+        TempDir {
+            path,
+            only_contents: true,
+            keep: false,
+        }
     }
 
     fn keep(mut self) {
-        self.0 = PathBuf::new();
+        self.keep = true;
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if !self.0.as_os_str().is_empty() {
-            let _ = std::fs::remove_dir_all(&self.0);
+        if self.keep {
+            return;
+        }
+        if !self.only_contents {
+            let _ = std::fs::remove_dir_all(&self.path);
+            return;
+        }
+        for entry in std::fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = entry.path();
+            let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
         }
     }
 }
