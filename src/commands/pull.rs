@@ -31,6 +31,28 @@ pub struct PullArgs {
     pub registry: RegistryArgs,
 }
 
+/// Where an image comes from when the store does not have it: shared by `unpack`, `mount`
+/// and `run`.
+#[derive(Debug, Args, Clone)]
+pub struct ImageSource {
+    /// Platform to choose from a multi-platform image (`os/arch[/variant]`)
+    #[arg(long)]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+impl ImageSource {
+    /// The stored image named `input`, pulled first when needed.
+    pub fn image(
+        &self,
+        global: &Global,
+        input: &str,
+    ) -> Result<(img_store::Store, img_store::Image)> {
+        super::image_or_pull(global, &self.registry, input, self.platform.as_deref())
+    }
+}
+
 /// How to reach registries: shared by every command that contacts one.
 #[derive(Debug, Args, Clone)]
 pub struct RegistryArgs {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use img_run::{ContainerState, EtcFiles, Io, Network, Port, RunOptions, Volume};
 
-use super::pull::RegistryArgs;
+use super::pull::ImageSource;
 use crate::Global;
 
 /// Arguments of `img run`.
@@ -70,11 +70,8 @@ pub struct RunArgs {
     /// Write an OCI runtime bundle (config.json + rootfs) to DIR instead of running
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
-    /// Platform to choose from a multi-platform image
-    #[arg(long)]
-    pub platform: Option<String>,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub source: ImageSource,
     /// The image
     pub image: String,
     /// The command and its arguments (replace the image's Cmd)
@@ -197,12 +194,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     if args.tty && !std::io::stdin().is_terminal() {
         bail!("the input device is not a TTY (-t needs a terminal on stdin)");
     }
-    let (store, image) = super::image_or_pull(
-        global,
-        &args.registry,
-        &args.image,
-        args.platform.as_deref(),
-    )?;
+    let (store, image) = args.source.image(global, &args.image)?;
     let id = new_id();
     let short = id[..12].to_string();
     let network = if args.network == "host" {

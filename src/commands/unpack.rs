@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::pull::RegistryArgs;
+use super::pull::ImageSource;
 use crate::Global;
 
 /// Arguments of `img unpack`.
@@ -16,11 +16,8 @@ pub struct UnpackArgs {
     pub image: String,
     /// The directory to create (must not exist, or be empty)
     pub target: PathBuf,
-    /// Platform to choose from a multi-platform image (`os/arch[/variant]`)
-    #[arg(long)]
-    pub platform: Option<String>,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub source: ImageSource,
 }
 
 /// Arguments of `img mount`.
@@ -28,11 +25,8 @@ pub struct UnpackArgs {
 pub struct MountArgs {
     /// The image (pulled first if the store does not have it)
     pub image: String,
-    /// Platform to choose from a multi-platform image (`os/arch[/variant]`)
-    #[arg(long)]
-    pub platform: Option<String>,
     #[command(flatten)]
-    pub registry: RegistryArgs,
+    pub source: ImageSource,
 }
 
 /// Arguments of `img umount`.
@@ -44,12 +38,7 @@ pub struct UmountArgs {
 
 /// Run `img unpack`: a flattened rootfs, whiteouts applied.
 pub fn run_unpack(global: &Global, args: UnpackArgs) -> Result<ExitCode> {
-    let (store, image) = super::image_or_pull(
-        global,
-        &args.registry,
-        &args.image,
-        args.platform.as_deref(),
-    )?;
+    let (store, image) = args.source.image(global, &args.image)?;
     let stats = img_unpack::unpack_image(&store, &image, &args.target)
         .with_context(|| format!("unpacking {} into {}", image.name, args.target.display()))?;
     if global.json {
@@ -78,12 +67,7 @@ pub fn run_unpack(global: &Global, args: UnpackArgs) -> Result<ExitCode> {
 
 /// Run `img mount`: print the merged directory.
 pub fn run_mount(global: &Global, args: MountArgs) -> Result<ExitCode> {
-    let (store, image) = super::image_or_pull(
-        global,
-        &args.registry,
-        &args.image,
-        args.platform.as_deref(),
-    )?;
+    let (store, image) = args.source.image(global, &args.image)?;
     let mount = img_unpack::mount_image(&store, &image)
         .with_context(|| format!("mounting {}", image.name))?;
     if global.json {

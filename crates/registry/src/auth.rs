@@ -152,15 +152,7 @@ fn lookup_in(
     registry: &str,
     repository: &str,
 ) -> Result<Option<Secret>> {
-    if let Some(helper) = file
-        .get("credHelpers")
-        .and_then(|h| h.as_object())
-        .and_then(|h| {
-            h.iter()
-                .find(|(k, _)| normalize_key(k) == registry)
-                .and_then(|(_, v)| v.as_str())
-        })
-    {
+    if let Some(helper) = cred_helper(file, registry) {
         return helper_get(helper, registry);
     }
     if let Some(auths) = file.get("auths").and_then(|a| a.as_object()) {
@@ -336,15 +328,19 @@ pub fn erase(file: &Path, registry: &str) -> Result<bool> {
     Ok(removed)
 }
 
-fn helper_for(config: &Map<String, Value>, registry: &str) -> Option<String> {
+/// The `credHelpers` entry for `registry`.
+fn cred_helper<'a>(config: &'a Map<String, Value>, registry: &str) -> Option<&'a str> {
     config
-        .get("credHelpers")
-        .and_then(|h| h.as_object())
-        .and_then(|h| {
-            h.iter()
-                .find(|(k, _)| normalize_key(k) == registry)
-                .and_then(|(_, v)| v.as_str())
-        })
+        .get("credHelpers")?
+        .as_object()?
+        .iter()
+        .find(|(k, _)| normalize_key(k) == registry)
+        .and_then(|(_, v)| v.as_str())
+}
+
+/// The helper that keeps `registry`'s credentials: its `credHelpers` entry, else `credsStore`.
+fn helper_for(config: &Map<String, Value>, registry: &str) -> Option<String> {
+    cred_helper(config, registry)
         .or_else(|| config.get("credsStore").and_then(|s| s.as_str()))
         .map(str::to_string)
 }
