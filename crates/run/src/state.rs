@@ -34,8 +34,10 @@ impl Port {
             [c, h, ip] => (ip, h, c),
             _ => return Err(bad()),
         };
+        let ip = ip.trim_matches(['[', ']']);
+        ip.parse::<std::net::IpAddr>().map_err(|_| bad())?;
         Ok(Port {
-            host_ip: ip.trim_matches(['[', ']']).to_string(),
+            host_ip: ip.to_string(),
             host_port: host.parse().map_err(|_| bad())?,
             container_port: ctr.parse().map_err(|_| bad())?,
         })
@@ -177,7 +179,9 @@ mod tests {
             ("0.0.0.0", 8080, 80)
         );
         assert_eq!(p.to_string(), "0.0.0.0:8080->80/tcp");
-        for bad in ["80", "a:b", "1:2:3:4", "70000:1"] {
+        let p = Port::parse("[::1]:8080:80").unwrap();
+        assert_eq!(p.host_ip, "::1");
+        for bad in ["80", "a:b", "1:2:3:4", "70000:1", "host:1:2"] {
             assert!(Port::parse(bad).is_err(), "{bad}");
         }
     }
