@@ -6,6 +6,7 @@
 mod commands;
 mod output;
 mod progress;
+mod streaming;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

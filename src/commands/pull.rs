@@ -116,6 +116,17 @@ pub fn pull_image(
     input: &str,
     platform: Option<&str>,
 ) -> Result<img_registry::Pulled> {
+    pull_with(global, registry, input, platform, false)
+}
+
+/// [`pull_image`], preparing snapshots as layers arrive when `unpack` is set.
+pub fn pull_with(
+    global: &Global,
+    registry: &RegistryArgs,
+    input: &str,
+    platform: Option<&str>,
+    unpack: bool,
+) -> Result<img_registry::Pulled> {
     let client = registry.client(global)?;
     let candidates = client.candidates(input)?;
     let platform = platform.map(str::parse::<Platform>).transpose()?;
@@ -126,6 +137,11 @@ pub fn pull_image(
     };
     let visible = !global.quiet && !global.json && std::io::stderr().is_terminal();
     let bars = Arc::new(Bars::new(visible));
+    let unpacking = unpack.then(|| crate::streaming::Unpacking::new(&store, bars.clone()));
+    let progress: Arc<dyn img_registry::Progress> = match &unpacking {
+        Some(u) => u.clone(),
+        None => bars.clone(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
         .enable_all()
@@ -140,7 +156,7 @@ pub fn pull_image(
                 &store,
                 reference,
                 &options,
-                bars.clone(),
+                progress.clone(),
             ))
             .with_context(|| format!("pulling {reference}"));
         match &result {
@@ -153,18 +169,27 @@ pub fn pull_image(
         }
     }
     bars.clear();
+    if let Some(u) = unpacking
+        && let Some(e) = u.finish()
+        && result.is_ok()
+    {
+        return Err(e).context("preparing snapshots");
+    }
     result
 }
 
 /// Run `img pull`.
 pub fn run(global: &Global, args: PullArgs) -> Result<ExitCode> {
-    let pulled = pull_image(
+    let pulled = pull_with(
         global,
         &args.registry,
         &args.reference,
         args.platform.as_deref(),
+        args.unpack,
     )?;
     if args.unpack {
+        // Whatever the streaming workers did not get to (an index child pulled earlier, a
+        // layer whose blob was already stored before the config arrived) is prepared here.
         let store = super::store(global)?;
         let image = store.image(&pulled.reference.to_string())?;
         img_unpack::prepare_snapshots(&store, &image)

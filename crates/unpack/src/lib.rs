@@ -183,6 +183,20 @@ pub fn prepare_snapshots(store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
+/// Prepare the snapshot of one layer (`chain_id` names it; a no-op when it exists), for
+/// callers that learn about layers one at a time, such as a pull that unpacks as blobs arrive.
+pub fn prepare_snapshot(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    chain_id: &Digest,
+) -> Result<()> {
+    if store.has_snapshot(chain_id) {
+        return Ok(());
+    }
+    prepare_one(store, layer, diff_id, chain_id)
+}
+
 fn prepare_one(
     store: &Store,
     layer: &Descriptor,
