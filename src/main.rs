@@ -141,9 +141,16 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse_from(commands::run::docker_volume_flag(
-        std::env::args_os().collect(),
-    ));
+    let args = commands::run::docker_volume_flag(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        // docker exits 125 when `run`'s flags are wrong; elsewhere usage errors exit 2.
+        Err(e) if e.use_stderr() && subcommand(&args) == Some("run") => {
+            let _ = e.print();
+            return ExitCode::from(125);
+        }
+        Err(e) => e.exit(),
+    };
     let g = &cli.global;
     let result = match cli.command {
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => commands::pull::run(g, a),
@@ -187,6 +194,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The subcommand named on the command line: the first word that is not an option (the
+/// global `--root` is the only option before it that takes a separate value).
+fn subcommand(args: &[std::ffi::OsString]) -> Option<&str> {
+    let mut words = args.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(w) = words.next() {
+        if w == "--root" {
+            words.next();
+        } else if !w.starts_with('-') {
+            return Some(w);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
