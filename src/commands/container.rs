@@ -14,6 +14,9 @@ use img_run::ContainerState;
 
 use crate::{Global, output};
 
+/// The binds img itself adds to every container (left out of inspect's Mounts, as docker does).
+const ETC_BINDS: [&str; 3] = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+
 /// Arguments of `img ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
@@ -98,6 +101,11 @@ pub fn start_detached(dir: &Path) -> Result<ContainerState> {
         let state = ContainerState::load(dir)?;
         match state.status.as_str() {
             "running" => return Ok(state),
+            // It ran and is done already (a short command): that is a success.
+            "exited" if state.error.is_none() && state.started.is_some() => {
+                let _ = child.wait();
+                return Ok(state);
+            }
             "exited" => {
                 let _ = child.wait();
                 bail!(
@@ -264,10 +272,7 @@ fn settle(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         match ContainerState::load(dir) {
-            Ok(s)
-                if s.status == "running"
-                    && s.supervisor
-                        .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists()) => {}
+            Ok(s) if s.status == "running" && s.supervisor_alive() => {}
             _ => return,
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -374,7 +379,7 @@ pub fn run_inspect(global: &Global, args: InspectArgs) -> Result<ExitCode> {
             "Hostname": spec["hostname"],
             "Tty": spec["process"]["terminal"],
         },
-        "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind").cloned().collect::<Vec<_>>()),
+        "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind" && !ETC_BINDS.contains(&m["destination"].as_str().unwrap_or_default())).cloned().collect::<Vec<_>>()),
         "HostConfig": {
             "NetworkMode": match state.network { img_run::Network::Host => "host", img_run::Network::Private => "none" },
             "Memory": spec["linux"]["resources"]["memory"]["limit"],

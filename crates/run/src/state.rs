@@ -116,18 +116,12 @@ impl ContainerState {
 
     /// Whether its process is alive (a `running` record whose pid is gone is not).
     pub fn is_running(&self) -> bool {
-        self.status == "running"
-            && self.pid.is_some_and(|pid| {
-                // Zombies count as gone: their supervisor is about to record the exit.
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        s.rsplit(')')
-                            .next()
-                            .map(|r| r.trim_start().starts_with('Z'))
-                    })
-                    .is_some_and(|zombie| !zombie)
-            })
+        self.status == "running" && self.pid.is_some_and(process_alive)
+    }
+
+    /// Whether its supervisor process is alive.
+    pub fn supervisor_alive(&self) -> bool {
+        self.supervisor.is_some_and(process_alive)
     }
 
     /// Every container under `root`, newest first; records that cannot be read are skipped.
@@ -162,9 +156,36 @@ impl ContainerState {
     }
 }
 
+/// Whether a process exists and has not exited: a zombie (dead, not yet reaped by its parent)
+/// counts as gone.
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(process_alive(std::process::id()));
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not waited for: once it exits it is a zombie, which counts as gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while process_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid));
+        drop(child);
+    }
 
     #[test]
     fn ports_parse_like_docker() {

@@ -152,10 +152,7 @@ pub fn reap(root: &Path) -> usize {
     let known: Vec<String> = ContainerState::list(root)
         .into_iter()
         .map(|(dir, mut s)| {
-            let supervisor_alive = s
-                .supervisor
-                .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-            if s.status == "running" && !s.is_running() && !supervisor_alive {
+            if s.status == "running" && !s.is_running() && !s.supervisor_alive() {
                 fixed += 1;
                 let _ = crate::cgroup::Cgroup::existing(&s.id).remove();
                 if s.auto_remove {

@@ -1,0 +1,886 @@
+//! End-to-end tests of detached containers and their commands (`run -d`, `ps`, `logs`, `stop`,
+//! `start`, `rm`, `container inspect`), published ports, `-it` terminals and the cleanup after
+//! a crashed supervisor, against the local registry of `tools/testbed`. Outcomes are checked
+//! from outside img where possible: a real redis client conversation over the published port,
+//! `/proc/net/tcp`, `/proc/<pid>`, `/proc/mounts`, the cgroup directories, the container's
+//! directory, and `script` (util-linux) as the terminal of `-it`.
+//!
+//! Every test needs root (namespaces, overlay mounts, cgroups); without it a test says why
+//! and returns.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Run, TestRoot, assert_one_error_line, is_root, testbed};
+
+/// One test's store root, with the test bed's images.
+struct Bed {
+    root: TestRoot,
+    /// `127.0.0.1:5000/busybox:latest`.
+    busybox: String,
+    /// `127.0.0.1:5000/redis:7`.
+    redis: String,
+}
+
+impl Bed {
+    /// A bed for `test`, or `None` (with the reason printed) when we are not root.
+    fn new(test: &str) -> Option<Bed> {
+        if !is_root() {
+            eprintln!("skipping {test}: containers need root (namespaces, overlay, cgroups)");
+            return None;
+        }
+        let tb = testbed();
+        Some(Bed {
+            root: TestRoot::new(&format!("container-{test}")),
+            busybox: tb.plain_ref("busybox:latest"),
+            redis: tb.plain_ref("redis:7"),
+        })
+    }
+
+    /// Run `img --root ROOT ARGS…` (asserting it did not panic).
+    fn img(&self, args: &[&str]) -> Run {
+        let run = self.root.run(args);
+        assert!(!run.stderr.contains("panicked"), "img panicked: {run}");
+        run
+    }
+
+    /// Run img, assert it exited 0, return its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let run = self.img(args);
+        run.assert_ok();
+        run.stdout
+    }
+
+    /// `img run -d FLAGS… IMAGE CMD…`: asserts it printed exactly one 64-hex id and returns it.
+    fn run_d(&self, flags: &[&str], image: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["run", "-d"];
+        args.extend(flags);
+        args.push(image);
+        args.extend(cmd);
+        let run = self.img(&args);
+        run.assert_ok();
+        let id = run.stdout.trim_end_matches('\n');
+        assert!(is_full_id(id), "run -d should print one 64-hex id: {run}");
+        id.to_string()
+    }
+
+    /// `ROOT/containers/<id>`.
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.path.join("containers").join(id)
+    }
+
+    /// The container ids under `ROOT/containers/`.
+    fn container_ids(&self) -> BTreeSet<String> {
+        match fs::read_dir(self.root.path.join("containers")) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => BTreeSet::new(),
+        }
+    }
+
+    /// `ROOT/containers/<id>/state.json`, parsed.
+    fn state(&self, id: &str) -> Value {
+        let path = self.dir(id).join("state.json");
+        let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Poll `state.json` until its status is `status`; returns it.
+    fn wait_status(&self, id: &str, status: &str) -> Value {
+        let mut last = Value::Null;
+        wait_until(&format!("container {id} to be {status}"), 30, || {
+            last = self.state(id);
+            last["status"] == status
+        });
+        last
+    }
+
+    /// `img logs ID`.
+    fn logs(&self, id: &str) -> String {
+        self.ok(&["logs", id])
+    }
+
+    /// Poll `img logs` until `needle` occurs `times` times; returns the log.
+    fn wait_log(&self, id: &str, needle: &str, times: usize) -> String {
+        let mut log = String::new();
+        wait_until(
+            &format!("{needle:?} ×{times} in the log of {id}"),
+            30,
+            || {
+                log = self.logs(id);
+                log.matches(needle).count() >= times
+            },
+        );
+        log
+    }
+
+    /// The row of `img ps [-a]` for the container `id`, if it lists it.
+    fn ps_row(&self, all: bool, id: &str) -> Option<String> {
+        let args: &[&str] = if all { &["ps", "-a"] } else { &["ps"] };
+        let out = self.ok(args);
+        let header = out.lines().next().unwrap_or_default();
+        for col in [
+            "CONTAINER ID",
+            "NAME",
+            "IMAGE",
+            "COMMAND",
+            "STATUS",
+            "CREATED",
+            "PORTS",
+        ] {
+            assert!(header.contains(col), "ps header lacks {col}: {out}");
+        }
+        out.lines()
+            .skip(1)
+            .find(|l| l.starts_with(&id[..12]))
+            .map(str::to_string)
+    }
+
+    /// The short ids `img ps -q [-a]` prints, asserting each is 12 hex digits.
+    fn ps_quiet(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["ps", "-q"];
+        args.extend(extra);
+        let out = self.ok(&args);
+        let ids: Vec<String> = out.lines().map(str::to_string).collect();
+        for id in &ids {
+            assert!(is_short_id(id), "ps -q printed {id:?}: {out}");
+        }
+        ids
+    }
+
+    /// No mount mentions the root, and none of the container's cgroups exists.
+    fn assert_no_mount_or_cgroup(&self, id: &str) {
+        let root = self.root.path.display().to_string();
+        let mounts = fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+        let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
+        assert!(ours.is_empty(), "mounts left behind:\n{}", ours.join("\n"));
+        let left: Vec<PathBuf> = cgroup_dirs(id).into_iter().filter(|d| d.exists()).collect();
+        assert!(left.is_empty(), "cgroups of {id} left behind: {left:?}");
+    }
+}
+
+impl Drop for Bed {
+    /// Never leave a container running behind a test, passed or failed (the directories stay
+    /// for a look when it failed; see [`TestRoot`]).
+    fn drop(&mut self) {
+        for id in self.container_ids() {
+            let _ = self.root.run(&["stop", "-t", "0", &id]);
+        }
+    }
+}
+
+/// Whether `s` is a 64 hex digit container id.
+fn is_full_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `s` is a 12 hex digit short id.
+fn is_short_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Every place a cgroup of container `id` could be: `/sys/fs/cgroup/<controller>/img/<id>`
+/// for each v1 hierarchy, and `/sys/fs/cgroup/img/<id>` (v2).
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    let mut out = vec![base.join("img").join(id)];
+    if let Ok(entries) = fs::read_dir(base) {
+        for e in entries {
+            out.push(e.unwrap().path().join("img").join(id));
+        }
+    }
+    out
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: u64) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+/// Whether `/proc/<pid>` is gone altogether (reaped, not even a zombie).
+fn reaped(pid: u64) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Call `f` every 20 ms until it holds; panic after `secs` seconds.
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port nobody listens on now (bound to 127.0.0.1:0 and released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// The local addresses (`HEXADDR:HEXPORT`) of the listening TCP sockets on `port`, from
+/// `/proc/net/tcp` and `/proc/net/tcp6`.
+fn listeners_on(port: u16) -> Vec<String> {
+    let suffix = format!(":{port:04X}");
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st …; st 0A is LISTEN
+            if cells.len() > 3 && cells[3] == "0A" && cells[1].ends_with(&suffix) {
+                out.push(cells[1].to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Send redis's inline `PING` to 127.0.0.1:`port` and return the first reply line.
+fn redis_ping(port: u16) -> String {
+    let addr = ("127.0.0.1", port);
+    let mut stream =
+        TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to 127.0.0.1:{port}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(b"PING\r\n").unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => reply.push(byte[0]),
+            Err(e) => panic!("reading redis's reply on port {port}: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// The pids whose command line is `… __supervise DIR` for the container directory `dir`.
+fn supervisors_of(dir: &Path) -> Vec<u64> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "__supervise") && args.iter().any(|a| Path::new(a) == dir) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// SIGKILL `pid`.
+fn sigkill(pid: u64) {
+    // SAFETY: sending a signal to a pid we just looked up.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn redis_serves_a_published_port_through_stop_start_and_rm() {
+    let Some(bed) = Bed::new("redis") else {
+        return;
+    };
+    let port = free_port();
+    let publish = format!("{port}:6379");
+    let id = bed.run_d(&["--name", "cache", "-p", &publish], &bed.redis, &[]);
+    let dir = bed.dir(&id);
+    let first = bed.state(&id);
+    assert_eq!(first["status"], "running", "{first}");
+    let pid = first["pid"]
+        .as_u64()
+        .expect("a running container has a pid");
+    assert!(alive(pid), "pid {pid} of {id} is not running: {first}");
+
+    // redis talks to a real client through the published port, once it says it is ready
+    let log = bed.wait_log(&id, "Ready to accept connections", 1);
+    assert!(log.contains("Redis version="), "{log}");
+    assert_eq!(redis_ping(port), "+PONG\r\n");
+
+    // the host side listens on 127.0.0.1 only
+    assert_eq!(
+        listeners_on(port),
+        vec![format!("0100007F:{port:04X}")],
+        "only 127.0.0.1:{port} should listen"
+    );
+
+    let row = bed
+        .ps_row(false, &id)
+        .expect("ps lists the running container");
+    assert!(row.contains(" cache "), "{row}");
+    assert!(row.contains(&bed.redis), "{row}");
+    assert!(row.contains("\"redis-server\""), "{row}");
+    assert!(row.contains("Up "), "{row}");
+    assert!(
+        row.trim_end()
+            .ends_with(&format!("127.0.0.1:{port}->6379/tcp")),
+        "{row}"
+    );
+    assert_eq!(bed.ps_quiet(&[]), vec![id[..12].to_string()]);
+    let listed = bed.root.json(&["ps", "--json"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+
+    let inspect = bed.root.json(&["container", "inspect", "--json", "cache"]);
+    assert_eq!(inspect["Id"], id.as_str(), "{inspect}");
+    assert_eq!(inspect["Name"], "cache", "{inspect}");
+    assert_eq!(inspect["State"]["Status"], "running", "{inspect}");
+    assert_eq!(inspect["State"]["Running"], true, "{inspect}");
+    assert_eq!(inspect["State"]["Pid"], pid, "{inspect}");
+    assert_eq!(
+        inspect["HostConfig"]["PortBindings"],
+        serde_json::json!([format!("127.0.0.1:{port}->6379/tcp")]),
+        "{inspect}"
+    );
+    assert_eq!(
+        inspect["Config"]["Cmd"],
+        serde_json::json!(["redis-server"]),
+        "{inspect}"
+    );
+    assert_eq!(inspect["HostConfig"]["AutoRemove"], false, "{inspect}");
+
+    // stop: redis handles SIGTERM, saves and exits 0
+    let supervisor = first["supervisor"].as_u64().expect("a supervisor pid");
+    assert_eq!(bed.ok(&["stop", "cache"]), "cache\n");
+    let stopped = bed.state(&id);
+    assert_eq!(stopped["status"], "exited", "{stopped}");
+    assert_eq!(stopped["exit_code"], 0, "{stopped}");
+    assert!(!alive(pid), "redis (pid {pid}) survived stop");
+    wait_until("the supervisor to end after stop", 10, || {
+        !alive(supervisor)
+    });
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "127.0.0.1:{port} still accepts connections after stop"
+    );
+    assert!(bed.ps_row(false, &id).is_none(), "ps lists a stopped one");
+    assert!(bed.ps_quiet(&[]).is_empty());
+    let row = bed.ps_row(true, &id).expect("ps -a lists the stopped one");
+    assert!(row.contains("Exited (0)"), "{row}");
+    assert!(
+        bed.dir(&id).join("upper/data/dump.rdb").is_file(),
+        "redis saved its data at shutdown into the writable layer"
+    );
+    let inspect = bed
+        .root
+        .json(&["container", "inspect", "--json", &id[..12]]);
+    assert_eq!(inspect["State"]["Running"], false, "{inspect}");
+    assert_eq!(inspect["State"]["Status"], "exited", "{inspect}");
+    assert_eq!(inspect["State"]["ExitCode"], 0, "{inspect}");
+    assert_eq!(inspect["State"]["Pid"], Value::Null, "{inspect}");
+
+    // start: the same container again, serving the same port
+    assert_eq!(bed.ok(&["start", "cache"]), "cache\n");
+    let again = bed.state(&id);
+    assert_eq!(again["status"], "running", "{again}");
+    let pid2 = again["pid"].as_u64().expect("a pid after start");
+    assert_ne!(pid2, pid);
+    assert!(alive(pid2));
+    let log = bed.wait_log(&id, "Ready to accept connections", 2);
+    assert!(
+        log.contains("DB loaded from disk"),
+        "the restarted redis should load the dump it saved in its writable layer:\n{log}"
+    );
+    assert_eq!(redis_ping(port), "+PONG\r\n");
+    assert_eq!(bed.ps_quiet(&[]), vec![id[..12].to_string()]);
+
+    // rm -f: killed, removed, nothing left
+    let supervisor2 = again["supervisor"].as_u64().expect("a supervisor pid");
+    assert_eq!(bed.ok(&["rm", "-f", "cache"]), "cache\n");
+    assert!(
+        !dir.exists(),
+        "{} is still there after rm -f",
+        dir.display()
+    );
+    assert!(!alive(pid2), "redis (pid {pid2}) survived rm -f");
+    wait_until("the supervisor to end after rm -f", 10, || {
+        !alive(supervisor2)
+    });
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(bed.ps_quiet(&["-a"]).is_empty());
+    bed.assert_no_mount_or_cgroup(&id);
+    let (_, err) = bed.root.fails(&["logs", "cache"]);
+    assert_one_error_line(&err);
+}
+
+#[test]
+fn a_detached_containers_output_and_exit_code_are_kept() {
+    let Some(bed) = Bed::new("detached") else {
+        return;
+    };
+    // The command waits for a file in a bind-mounted host directory: the test decides when it
+    // goes on, without guessing how long anything takes.
+    let gate = bed.root.path.join("gate");
+    fs::create_dir_all(&gate).unwrap();
+    let volume = format!("{}:/gate", gate.display());
+    let script = "while [ ! -e /gate/go ]; do sleep 0.05; done; \
+                  echo run >> /runs; echo out; echo err >&2; exit 3";
+    let id = bed.run_d(
+        &["--name", "job", "--volume", &volume],
+        &bed.busybox,
+        &["sh", "-c", script],
+    );
+    assert_eq!(bed.state(&id)["status"], "running");
+    assert_eq!(bed.logs("job"), "", "nothing was written yet");
+
+    // logs -f follows until the container exits
+    let mut follow = bed.root.command(&["logs", "-f", "job"]);
+    follow.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let follower = std::thread::spawn(move || follow.output().expect("img logs -f"));
+    fs::write(gate.join("go"), "").unwrap();
+    let state = bed.wait_status(&id, "exited");
+    assert_eq!(state["exit_code"], 3, "{state}");
+    assert_eq!(state["error"], Value::Null, "{state}");
+    assert!(state["finished"].is_string(), "{state}");
+    let followed = follower.join().unwrap();
+    assert!(followed.status.success(), "{followed:?}");
+    assert_eq!(String::from_utf8_lossy(&followed.stdout), "out\nerr\n");
+
+    assert_eq!(bed.logs("job"), "out\nerr\n");
+    assert_eq!(bed.logs(&id[..12]), "out\nerr\n", "logs by short id");
+    let log = fs::read_to_string(bed.dir(&id).join("log")).unwrap();
+    assert_eq!(log, "out\nerr\n");
+    assert!(bed.ps_row(false, &id).is_none());
+    let row = bed.ps_row(true, &id).expect("ps -a lists it");
+    assert!(row.contains("Exited (3)"), "{row}");
+    assert!(row.contains(" job "), "{row}");
+    assert_eq!(bed.ps_quiet(&["-a"]), vec![id[..12].to_string()]);
+    // `-q` before the subcommand works too
+    assert_eq!(bed.ok(&["-q", "ps", "-a"]), format!("{}\n", &id[..12]));
+    let inspect = bed.root.json(&["container", "inspect", "--json", "job"]);
+    assert_eq!(inspect["State"]["ExitCode"], 3, "{inspect}");
+    assert_eq!(inspect["State"]["Running"], false, "{inspect}");
+
+    // start runs it again on the same writable layer, appending to the same log
+    fs::remove_file(gate.join("go")).unwrap();
+    assert_eq!(bed.ok(&["start", "job"]), "job\n");
+    assert_eq!(bed.state(&id)["status"], "running");
+    fs::write(gate.join("go"), "").unwrap();
+    let state = bed.wait_status(&id, "exited");
+    assert_eq!(state["exit_code"], 3, "{state}");
+    assert_eq!(bed.logs("job"), "out\nerr\nout\nerr\n");
+    assert_eq!(
+        fs::read_to_string(bed.dir(&id).join("upper/runs")).unwrap(),
+        "run\nrun\n",
+        "the second run sees the first one's file"
+    );
+    assert_eq!(bed.ok(&["rm", "job"]), "job\n");
+    assert!(!bed.dir(&id).exists());
+    bed.assert_no_mount_or_cgroup(&id);
+
+    // --rm -d: the directory goes away by itself when the command ends
+    fs::remove_file(gate.join("go")).unwrap();
+    let id = bed.run_d(
+        &["--rm", "--volume", &volume],
+        &bed.busybox,
+        &["sh", "-c", script],
+    );
+    let state = bed.state(&id);
+    assert_eq!(state["auto_remove"], true, "{state}");
+    assert_eq!(state["status"], "running", "{state}");
+    fs::write(gate.join("go"), "").unwrap();
+    wait_until("the --rm container's directory to go", 30, || {
+        !bed.dir(&id).exists()
+    });
+    assert!(bed.ps_quiet(&["-a"]).is_empty());
+    bed.assert_no_mount_or_cgroup(&id);
+}
+
+#[test]
+fn a_detached_command_that_ends_at_once_still_prints_its_id() {
+    let Some(bed) = Bed::new("quick") else {
+        return;
+    };
+    // docker prints the id of any container whose command ran, however short its life. img's
+    // run -d polls state.json every 5 ms and takes an `exited` it sees before `running` for a
+    // failure to start (src/commands/container.rs, start_detached).
+    for _ in 0..5 {
+        let id = bed.run_d(
+            &[],
+            &bed.busybox,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        );
+        let state = bed.wait_status(&id, "exited");
+        assert_eq!(state["exit_code"], 3, "{state}");
+        assert_eq!(state["error"], Value::Null, "{state}");
+        assert_eq!(bed.logs(&id), "out\nerr\n");
+        assert_eq!(bed.ok(&["start", &id]).trim(), id);
+    }
+}
+
+#[test]
+fn stop_kills_after_the_grace_time_and_rm_and_names_are_guarded() {
+    let Some(bed) = Bed::new("stop") else {
+        return;
+    };
+    let id = bed.run_d(&["--name", "same"], &bed.busybox, &["sleep", "300"]);
+    let pid = bed.state(&id)["pid"].as_u64().expect("pid");
+    assert!(alive(pid));
+
+    // names are unique: a second `--name same` fails before making anything
+    let before = bed.container_ids();
+    let run = bed.img(&["run", "-d", "--name", "same", &bed.busybox, "true"]);
+    assert_eq!(run.code, 125, "{run}");
+    assert_eq!(run.stdout, "", "{run}");
+    let line = assert_one_error_line(&run.stderr);
+    assert!(line.contains("same"), "{line}");
+    assert_eq!(
+        bed.container_ids(),
+        before,
+        "a refused run left a directory"
+    );
+
+    // rm without -f refuses a running container and leaves it running
+    let run = bed.img(&["rm", "same"]);
+    run.assert_failed();
+    assert_eq!(run.stdout, "", "{run}");
+    let line = assert_one_error_line(&run.stderr);
+    assert!(line.contains("same"), "{line}");
+    assert!(bed.dir(&id).is_dir());
+    assert!(alive(pid), "rm without -f killed the container");
+    assert_eq!(bed.state(&id)["status"], "running");
+    assert_eq!(bed.ps_quiet(&[]), vec![id[..12].to_string()]);
+
+    // sleep as PID 1 ignores SIGTERM: stop -t 1 must SIGKILL it
+    assert_eq!(bed.ok(&["stop", "-t", "1", "same"]), "same\n");
+    let state = bed.state(&id);
+    assert_eq!(state["status"], "exited", "{state}");
+    assert_eq!(state["exit_code"], 137, "{state}");
+    assert!(!alive(pid), "sleep (pid {pid}) survived stop");
+    let row = bed.ps_row(true, &id).expect("ps -a lists it");
+    assert!(row.contains("Exited (137)"), "{row}");
+    assert!(bed.ps_quiet(&[]).is_empty());
+
+    // stopping a stopped container is harmless; rm of a stopped one needs no -f
+    assert_eq!(bed.ok(&["stop", "same"]), "same\n");
+    assert_eq!(bed.ok(&["rm", "same"]), "same\n");
+    assert!(!bed.dir(&id).exists());
+    bed.assert_no_mount_or_cgroup(&id);
+    // the name is free again
+    let id2 = bed.run_d(&["--name", "same"], &bed.busybox, &["sleep", "300"]);
+    assert_ne!(id2, id);
+    assert_eq!(bed.ok(&["rm", "-f", "same"]), "same\n");
+    bed.assert_no_mount_or_cgroup(&id2);
+}
+
+/// `img run -it …` under util-linux `script`, which gives it a pseudo-terminal; the test
+/// writes what a user would type to script's stdin and reads the terminal's output.
+struct Terminal {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    output: Arc<Mutex<Vec<u8>>>,
+    /// Copies script's output into `output` until script closes it.
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Terminal {
+    /// Start `img --root ROOT ARGS…` in a terminal (`script -qec CMD /dev/null`).
+    fn start(bed: &Bed, args: &[&str]) -> Terminal {
+        let mut words = vec![
+            env!("CARGO_BIN_EXE_img").to_string(),
+            "--root".to_string(),
+            bed.root.path.display().to_string(),
+        ];
+        words.extend(args.iter().map(|a| a.to_string()));
+        let cmdline = words
+            .iter()
+            .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = Command::new("script")
+            .args(["-qec", &cmdline, "/dev/null"])
+            .env_remove("IMG_ROOT")
+            .env("TERM", "xterm")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot run script (util-linux)");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = Arc::clone(&output);
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let stdin = child.stdin.take();
+        Terminal {
+            child,
+            stdin,
+            output,
+            reader,
+        }
+    }
+
+    /// Everything the terminal showed so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Everything the terminal showed, once script's output is closed.
+    fn text_when_read(self) -> String {
+        self.reader.join().expect("the terminal reader panicked");
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// How many bytes the terminal showed so far.
+    fn len(&self) -> usize {
+        self.output.lock().unwrap().len()
+    }
+
+    /// Wait until `needle` shows after the first `from` bytes of output.
+    fn wait_for(&self, needle: &str, from: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.output.lock().unwrap()[from..].to_vec();
+            if String::from_utf8_lossy(&out).contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never showed on the terminal; it showed:\n{:?}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Type `keys`.
+    fn type_keys(&mut self, keys: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(keys.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Wait (at most 20 s, then kill it) for img to end; its exit code (script passes it
+    /// on) and the whole output.
+    fn finish(mut self) -> (i32, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                drop(self.stdin.take());
+                // script has exited: its output is closed and the reader ends.
+                let text = self.text_when_read();
+                return (status.code().unwrap_or(-1), text);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "img run -it did not end within 20 s; the terminal showed:\n{:?}",
+                    self.text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn run_it_gives_the_container_a_terminal_of_its_own() {
+    let Some(bed) = Bed::new("tty") else {
+        return;
+    };
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipping: util-linux `script` is not installed");
+        return;
+    }
+    let busybox = bed.busybox.clone();
+
+    // a terminal in the container's own devpts; the command's exit code comes back
+    let term = Terminal::start(
+        &bed,
+        &[
+            "run",
+            "-it",
+            "--rm",
+            &busybox,
+            "sh",
+            "-c",
+            "tty; echo hi; exit 4",
+        ],
+    );
+    let (code, out) = term.finish();
+    assert_eq!(code, 4, "{out:?}");
+    assert!(out.contains("/dev/pts/0\r\n"), "{out:?}");
+    assert!(out.contains("hi\r\n"), "{out:?}");
+    assert!(bed.container_ids().is_empty(), "--rm left a directory");
+
+    // an interactive shell reads what we type
+    let mut term = Terminal::start(&bed, &["run", "-it", "--rm", &busybox, "sh"]);
+    term.wait_for("# ", 0);
+    term.type_keys("echo inside-$((6*7))\n");
+    // the echo of the typed line shows `$((6*7))`; only the shell's output shows 42
+    term.wait_for("inside-42\r\n", 0);
+    term.type_keys("exit 5\n");
+    let (code, out) = term.finish();
+    assert_eq!(code, 5, "{out:?}");
+    assert!(bed.container_ids().is_empty(), "--rm left a directory");
+
+    // Ctrl-C reaches the foreground process in the container, not img
+    let mut term = Terminal::start(&bed, &["run", "-it", "--rm", &busybox, "sh"]);
+    term.wait_for("# ", 0);
+    let mark = term.len();
+    term.type_keys("sleep 30; echo sleep-ended-$((1+1))\n");
+    term.wait_for("sleep 30", mark);
+    // wait for the sleep to run before interrupting it: the container's only processes are
+    // the shell and, once it forked, the sleep
+    let id = bed.container_ids().into_iter().next().expect("a container");
+    let pid = bed.state(&id)["pid"].as_u64().expect("pid");
+    wait_until("sleep to start in the container", 20, || {
+        children_named(pid, "sleep")
+    });
+    let mark = term.len();
+    term.type_keys("\x03");
+    term.wait_for("# ", mark);
+    term.type_keys("exit 6\n");
+    let (code, out) = term.finish();
+    assert_eq!(code, 6, "{out:?}");
+    assert!(
+        !out.contains("sleep-ended-2"),
+        "the sleep was not interrupted: {out:?}"
+    );
+    assert!(bed.container_ids().is_empty(), "--rm left a directory");
+    bed.assert_no_mount_or_cgroup(&id);
+}
+
+/// Whether process `pid` has a child whose command name is `name`.
+fn children_named(pid: u64, name: &str) -> bool {
+    let tasks = format!("/proc/{pid}/task");
+    for task in fs::read_dir(tasks).into_iter().flatten().flatten() {
+        let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace() {
+            let comm = fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            if comm.trim_end() == name {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn ps_cleans_up_after_a_killed_supervisor() {
+    let Some(bed) = Bed::new("crash") else {
+        return;
+    };
+    let id = bed.run_d(&["--name", "orphan"], &bed.busybox, &["sleep", "300"]);
+    let dir = bed.dir(&id);
+    let state = bed.state(&id);
+    let pid = state["pid"].as_u64().expect("pid");
+    let supervisors = supervisors_of(&dir);
+    assert_eq!(
+        supervisors.len(),
+        1,
+        "expected one `img __supervise {}` process",
+        dir.display()
+    );
+    let supervisor = supervisors[0];
+    assert_eq!(state["supervisor"], supervisor, "{state}");
+    let cgroups: Vec<PathBuf> = cgroup_dirs(&id)
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect();
+    assert!(!cgroups.is_empty(), "the running container has no cgroup");
+
+    // img "crashes": its supervisor and the container die without a word
+    sigkill(supervisor);
+    sigkill(pid);
+    // They are no longer our children's children: wait until init has reaped them.
+    wait_until("init to reap the killed processes", 30, || {
+        reaped(supervisor) && reaped(pid)
+    });
+    assert_eq!(
+        bed.state(&id)["status"],
+        "running",
+        "nobody recorded the crash yet"
+    );
+
+    let row = bed.ps_row(true, &id).expect("ps -a lists it");
+    assert!(row.contains("Exited"), "{row}");
+    let state = bed.state(&id);
+    assert_eq!(state["status"], "exited", "{state}");
+    let error = state["error"].as_str().unwrap_or_default();
+    assert!(error.contains("supervisor"), "{state}");
+    assert!(state["finished"].is_string(), "{state}");
+    for dir in &cgroups {
+        assert!(!dir.exists(), "cgroup {} was left behind", dir.display());
+    }
+    bed.assert_no_mount_or_cgroup(&id);
+    assert!(bed.ps_quiet(&[]).is_empty());
+    let inspect = bed.root.json(&["container", "inspect", "--json", "orphan"]);
+    assert_eq!(inspect["State"]["Running"], false, "{inspect}");
+    assert_eq!(inspect["State"]["Status"], "exited", "{inspect}");
+    assert!(
+        inspect["State"]["Error"]
+            .as_str()
+            .is_some_and(|e| e.contains("supervisor")),
+        "{inspect}"
+    );
+    // and it can be removed like any stopped container
+    assert_eq!(bed.ok(&["rm", "orphan"]), "orphan\n");
+    assert!(!dir.exists());
+}
+
+#[test]
+fn ps_right_after_the_crash_records_it() {
+    let Some(bed) = Bed::new("crash-zombie") else {
+        return;
+    };
+    let id = bed.run_d(&[], &bed.busybox, &["sleep", "300"]);
+    let state = bed.state(&id);
+    let pid = state["pid"].as_u64().expect("pid");
+    let supervisor = state["supervisor"].as_u64().expect("supervisor");
+    sigkill(supervisor);
+    sigkill(pid);
+    wait_until("the killed processes to die", 10, || {
+        !alive(supervisor) && !alive(pid)
+    });
+    if reaped(supervisor) {
+        // This machine's init reaped the supervisor at once: the case cannot be seen here.
+        eprintln!("init reaped the killed supervisor at once: nothing to check");
+        return;
+    }
+    // The supervisor is dead (a zombie until init reaps it): the very next ps must see it so.
+    let row = bed.ps_row(true, &id).expect("ps -a lists it");
+    let state = bed.state(&id);
+    assert_eq!(
+        state["status"], "exited",
+        "ps showed {row:?}; state: {state}"
+    );
+    assert!(
+        state["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("supervisor")),
+        "{state}"
+    );
+    bed.assert_no_mount_or_cgroup(&id);
+}
