@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Run, TestRoot, assert_one_error_line, is_root, testbed};
+use support::{Run, TestRoot, assert_one_error_line, cgroup_dirs, is_root, testbed};
 
 /// One test's store root, with the test bed's images.
 struct Bed {
@@ -187,19 +187,6 @@ fn is_full_id(s: &str) -> bool {
 /// Whether `s` is a 12 hex digit short id.
 fn is_short_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Every place a cgroup of container `id` could be: `/sys/fs/cgroup/<controller>/img/<id>`
-/// for each v1 hierarchy, and `/sys/fs/cgroup/img/<id>` (v2).
-fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let base = Path::new("/sys/fs/cgroup");
-    let mut out = vec![base.join("img").join(id)];
-    if let Ok(entries) = fs::read_dir(base) {
-        for e in entries {
-            out.push(e.unwrap().path().join("img").join(id));
-        }
-    }
-    out
 }
 
 /// Whether process `pid` exists and is not a zombie.

@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Run, TestRoot, assert_one_error_line, is_root, testbed, unique};
+use support::{Run, TestRoot, assert_one_error_line, cgroup_dirs, is_root, testbed, unique};
 
 /// Held by every test while it runs containers: the tests of this file run one at a time, so
 /// that each checks what it means to (a limit, a mount, a layer) without the others' containers
@@ -174,19 +174,6 @@ impl Bed {
             }
         }
     }
-}
-
-/// Every place a cgroup of container `id` could be: `/sys/fs/cgroup/<controller>/img/<id>`
-/// for each v1 hierarchy, and `/sys/fs/cgroup/img/<id>` (v2).
-fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let base = Path::new("/sys/fs/cgroup");
-    let mut out = vec![base.join("img").join(id)];
-    if let Ok(entries) = fs::read_dir(base) {
-        for e in entries {
-            out.push(e.unwrap().path().join("img").join(id));
-        }
-    }
-    out
 }
 
 /// Whether `s` is a 12 hex digit short id.

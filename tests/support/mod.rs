@@ -628,3 +628,16 @@ pub fn hostile_json(tb: &Testbed) -> Value {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// Every place a cgroup of container `id` could be: `/sys/fs/cgroup/<controller>/img/<id>`
+/// for each v1 hierarchy, and `/sys/fs/cgroup/img/<id>` (v2).
+pub fn cgroup_dirs(id: &str) -> Vec<std::path::PathBuf> {
+    let base = std::path::Path::new("/sys/fs/cgroup");
+    let mut out = vec![base.join("img").join(id)];
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries {
+            out.push(e.unwrap().path().join("img").join(id));
+        }
+    }
+    out
+}
