@@ -1647,10 +1647,6 @@ fn implicit_parent_dirs_keep_their_lower_metadata_flattened() {
 /// The same in a mount: overlayfs shows the topmost layer's copy of a directory, so the
 /// snapshot of the second layer must not hold a default (root 0755) one.
 #[test]
-#[ignore = "img bug: in overlay mode (pull --unpack, mount) an implied parent directory is \
-            created root:root 0755 in the layer's snapshot and shadows the lower layer's owner \
-            and mode (private/ 0700 1000:1000 shows as 0755 0:0; shared/ 2775 0:1000 as 0755 \
-            0:0); the flattened unpack keeps them"]
 fn implicit_parent_dirs_keep_their_lower_metadata_mounted() {
     let test = "implicit-parents-mount";
     if !need_root(test) {

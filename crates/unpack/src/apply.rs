@@ -36,7 +36,7 @@ pub enum Mode {
 }
 
 /// What applying a layer did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
     /// Tar entries applied (whiteouts included).
     pub entries: u64,
@@ -45,6 +45,9 @@ pub struct Stats {
     /// Entries skipped because they need privileges we lack (devices as non-root) or a
     /// feature the filesystem lacks (xattrs).
     pub skipped: u64,
+    /// Directories the layer needed for its entries but did not list, created 0755 root:
+    /// in a snapshot they should look like the lower layer's (see `prepare_snapshots`).
+    pub implied: Vec<PathBuf>,
 }
 
 /// The overlayfs whiteout prefix and opaque marker (from the OCI image spec).
@@ -146,6 +149,8 @@ impl Applier {
                 .map_err(|e| io_at(&label)(e.into()))?;
                 self.set_meta(&fd, &meta, &label)?;
                 self.dirs.push((path.clone(), meta.times));
+                // Listed after all: no longer implied.
+                self.stats.implied.retain(|p| p != &full);
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.clear(&dir, name, false, &label)?;
@@ -377,7 +382,12 @@ impl Applier {
             match rustix::fs::statat(&dir, comp.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Err(Errno::NOENT) => {
                     match rustix::fs::mkdirat(&dir, comp.as_os_str(), Perm::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) => {
+                            let mut implied: PathBuf = resolved.iter().collect();
+                            implied.push(&comp);
+                            self.stats.implied.push(implied);
+                        }
+                        Err(Errno::EXIST) => {}
                         Err(e) => return Err(err(e)),
                     }
                     resolved.push(comp);

@@ -130,6 +130,7 @@ pub fn unpack_image(store: &Store, image: &Image, target: &Path) -> Result<Stats
         total.entries += stats.entries;
         total.bytes += stats.bytes;
         total.skipped += stats.skipped;
+        total.implied.extend(stats.implied);
     }
     if !in_place {
         std::fs::rename(&temp.path, target).map_err(error::io_at(target.display()))?;
@@ -177,10 +178,111 @@ pub fn prepare_snapshots(store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
+    adopt_lower_metadata(store, &chain_ids)?;
     Ok(chain_ids
         .iter()
         .map(|c| store.snapshot_path(c).join("fs"))
         .collect())
+}
+
+/// Give every directory a snapshot had to invent (its layer did not list it) the owner, mode
+/// and mtime it has in the nearest lower snapshot, so that a mount shows the lower layer's
+/// directory, as a flattened unpack does. Done once the whole stack exists; recorded in
+/// `meta.json` so it is done once.
+fn adopt_lower_metadata(store: &Store, chain_ids: &[Digest]) -> Result<()> {
+    use rustix::fs::{Mode as Perm, OFlags, ResolveFlags, Timespec, Timestamps};
+    // Lower entries are only looked at (O_PATH: a whiteout device opens too); the upper
+    // directory is changed, which needs a real open.
+    let open_in = |root: &Path, rel: &Path, how: OFlags| -> Option<std::os::fd::OwnedFd> {
+        let root = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Perm::empty(),
+        )
+        .ok()?;
+        rustix::fs::openat2(
+            &root,
+            rel,
+            how | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Perm::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .ok()
+    };
+    for (i, chain_id) in chain_ids.iter().enumerate().skip(1) {
+        let dir = store.snapshot_path(chain_id);
+        let meta_path = dir.join("meta.json");
+        let Ok(bytes) = std::fs::read(&meta_path) else {
+            continue;
+        };
+        let Ok(mut meta) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let implied: Vec<PathBuf> = meta["implied"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(PathBuf::from))
+            .collect();
+        if implied.is_empty() {
+            continue;
+        }
+        for rel in &implied {
+            let Some(upper) = open_in(&dir.join("fs"), rel, OFlags::RDONLY | OFlags::DIRECTORY)
+            else {
+                continue;
+            };
+            for lower_id in chain_ids[..i].iter().rev() {
+                let Some(lower) =
+                    open_in(&store.snapshot_path(lower_id).join("fs"), rel, OFlags::PATH)
+                else {
+                    continue;
+                };
+                let Ok(st) = rustix::fs::fstat(&lower) else {
+                    break;
+                };
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    != rustix::fs::FileType::Directory
+                {
+                    break; // a file or whiteout below: nothing to adopt
+                }
+                let what = || rel.display().to_string();
+                rustix::fs::fchown(
+                    &upper,
+                    Some(rustix::fs::Uid::from_raw(st.st_uid)),
+                    Some(rustix::fs::Gid::from_raw(st.st_gid)),
+                )
+                .map_err(|e| Error::Io {
+                    path: what(),
+                    cause: e.into(),
+                })?;
+                rustix::fs::fchmod(&upper, Perm::from_raw_mode(st.st_mode & 0o7777)).map_err(
+                    |e| Error::Io {
+                        path: what(),
+                        cause: e.into(),
+                    },
+                )?;
+                let mtime = Timespec {
+                    tv_sec: st.st_mtime as _,
+                    tv_nsec: st.st_mtime_nsec as _,
+                };
+                let _ = rustix::fs::futimens(
+                    &upper,
+                    &Timestamps {
+                        last_access: mtime,
+                        last_modification: mtime,
+                    },
+                );
+                break;
+            }
+        }
+        meta["implied"] = serde_json::json!([]);
+        let tmp = dir.join(".meta.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&meta).unwrap_or_default())
+            .map_err(error::io_at(tmp.display()))?;
+        std::fs::rename(&tmp, &meta_path).map_err(error::io_at(meta_path.display()))?;
+    }
+    Ok(())
 }
 
 /// Prepare the snapshot of one layer (`chain_id` names it; a no-op when it exists), for
@@ -204,12 +306,13 @@ fn prepare_one(
     chain_id: &Digest,
 ) -> Result<()> {
     let temp = store.begin_snapshot(chain_id)?;
-    apply_layer(store, layer, diff_id, &temp.fs(), Mode::Overlay)?;
+    let stats = apply_layer(store, layer, diff_id, &temp.fs(), Mode::Overlay)?;
     temp.commit(&serde_json::json!({
         "chainID": chain_id.to_string(),
         "diffID": diff_id.to_string(),
         "layer": layer.digest().to_string(),
         "mediaType": layer.media_type().to_string(),
+        "implied": stats.implied,
     }))?;
     Ok(())
 }
