@@ -2,7 +2,7 @@
 //! the detached supervisor (`img __supervise DIR`). No daemon: each command reads the
 //! container's `state.json`; the supervisor process records the exit.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -239,11 +239,7 @@ pub fn run_logs(global: &Global, args: LogsArgs) -> Result<ExitCode> {
         out.flush()?;
         if !args.follow || !ContainerState::load(&dir).is_ok_and(|s| s.is_running()) {
             // One more read: what was written between the last read and the exit.
-            let pos = file.stream_position()?;
-            let mut rest = Vec::new();
-            file.read_to_end(&mut rest)?;
-            out.write_all(&rest)?;
-            let _ = pos;
+            std::io::copy(&mut file, &mut out)?;
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

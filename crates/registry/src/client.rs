@@ -409,7 +409,11 @@ impl Registry {
                 challenged = false;
                 continue;
             }
-            return check(what, &self.name, self.has_secret(repository), resp).await;
+            // Which credentials were offered matters only to a refusal's message; looking
+            // them up may run a credential helper, so only then.
+            let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+            let had_credentials = refused && self.has_secret(repository);
+            return check(what, &self.name, had_credentials, resp).await;
         }
     }
 

@@ -65,13 +65,15 @@ impl Container {
 pub fn start(launch: Launch<'_>) -> Result<Container> {
     let spec_path = launch.dir.join("config.json");
     let init_path = launch.dir.join("init.json");
-    let json = |v: &dyn erased::Json| v.to_vec().map_err(|e| Error::Config(e.to_string()));
-    std::fs::write(&spec_path, json(launch.spec)?).map_err(sys(spec_path.display()))?;
+    let json = |e: serde_json::Error| Error::Config(e.to_string());
+    let spec = serde_json::to_vec_pretty(launch.spec).map_err(json)?;
+    std::fs::write(&spec_path, spec).map_err(sys(spec_path.display()))?;
     let init = InitConfig {
         spec: spec_path,
         rootfs: launch.rootfs,
     };
-    std::fs::write(&init_path, json(&init)?).map_err(sys(init_path.display()))?;
+    let init = serde_json::to_vec_pretty(&init).map_err(json)?;
+    std::fs::write(&init_path, init).map_err(sys(init_path.display()))?;
 
     let linux = launch.spec.linux().clone().unwrap_or_default();
     let mut flags = 0;
@@ -261,16 +263,4 @@ pub fn forward_signals(pid: u32, on_winch: Option<Box<dyn Fn() + Send>>) {
             }
         }
     });
-}
-
-/// Serializing both the spec and our config without naming their types twice.
-mod erased {
-    pub trait Json {
-        fn to_vec(&self) -> serde_json::Result<Vec<u8>>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_vec(&self) -> serde_json::Result<Vec<u8>> {
-            serde_json::to_vec_pretty(self)
-        }
-    }
 }
