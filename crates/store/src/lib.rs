@@ -8,7 +8,12 @@
 //! ROOT/locks/              index.lock (index.json updates), gc.lock (pulls share it, gc owns it)
 //! ROOT/snapshots/sha256/CHAIN-ID/{fs,meta.json}   unpacked layers, ready for overlayfs
 //! ROOT/mounts/ID/          overlay mounts of images (upper, work, merged, meta.json)
+//! ROOT/containers/ID/      containers (img-run): spec, state, writable layer
 //! ```
+//!
+//! The root and `containers/` are 0710 and `snapshots/`, `mounts/` 0700 (docker's modes):
+//! a setuid file in an image or in a container's writable layer is out of other users'
+//! reach. [`Store::open`] sets these modes on a store made before they were the rule.
 //!
 //! Invariants:
 //! - a file appears under `blobs/` only after its digest and size matched (see [`Ingest`]);
@@ -62,6 +67,15 @@ pub const MAX_JSON_BLOB: u64 = 16 * 1024 * 1024;
 
 const LAYOUT_VERSION: &str = "1.0.0";
 
+/// The directories other users must not reach, with their modes (docker's: 0710 for its root
+/// and `containers/`, 0700 for layer data).
+const PRIVATE_DIRS: [(&str, u32); 4] = [
+    ("", 0o710),
+    ("containers", 0o710),
+    ("snapshots", 0o700),
+    ("mounts", 0o700),
+];
+
 /// A store rooted at a directory. Cheap to create; holds no open files between calls.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -81,6 +95,7 @@ impl Store {
         ] {
             fs::create_dir_all(&dir).at(&dir)?;
         }
+        store.restrict()?;
         let layout = store.root.join("oci-layout");
         match fs::read(&layout) {
             Ok(bytes) => check_layout(&layout, &bytes)?,
@@ -150,6 +165,33 @@ impl Store {
             std::io::ErrorKind::NotFound => Error::BlobMissing(digest.clone()),
             _ => Error::Io { path, cause: e },
         })
+    }
+
+    /// Create the private directories with their modes, and take group and other access away
+    /// from any that has more (a store made by an older img was 0755 throughout).
+    fn restrict(&self) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        for (name, mode) in PRIVATE_DIRS {
+            let dir = self.root.join(name);
+            match fs::DirBuilder::new().mode(mode).create(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).at(&dir),
+            }
+            let meta = fs::symlink_metadata(&dir).at(&dir)?;
+            if !meta.is_dir() {
+                return Err(Error::Io {
+                    path: dir,
+                    cause: std::io::Error::other("not a directory"),
+                });
+            }
+            // Only ever take bits away: a stricter mode chosen by the owner stays.
+            let current = meta.permissions().mode() & 0o7777;
+            if current & !mode != 0 {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(current & mode)).at(&dir)?;
+            }
+        }
+        Ok(())
     }
 
     /// Read a small blob (at most [`MAX_JSON_BLOB`] bytes), checking it against its digest.
