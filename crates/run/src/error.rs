@@ -41,6 +41,10 @@ pub enum Error {
         /// docker's exit code for it: 126 or 127.
         code: i32,
     },
+    /// A seccomp profile is invalid, or cannot be compiled to BPF; the message names the
+    /// profile's file when there is one.
+    #[error("{0}")]
+    Seccomp(String),
 }
 
 /// The runtime's result type.

@@ -7,10 +7,12 @@
 #![warn(missing_docs)]
 
 pub mod cgroup;
+pub mod devices;
 mod error;
 pub mod init;
 pub mod ports;
 pub mod runtime;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod supervise;
