@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use img_run::spec::{Device, SeccompChoice};
 use img_run::{ContainerState, EtcFiles, Io, Network, Port, RunOptions, Volume};
 
 use super::pull::ImageSource;
@@ -67,6 +68,24 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only
     #[arg(long)]
     pub read_only: bool,
+    /// Add a capability (docker's names: NET_ADMIN, CAP_SYS_TIME, ALL)
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (docker's names, ALL)
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Security options: no-new-privileges[=true|false], seccomp=unconfined,
+    /// seccomp=PROFILE.json (docker's format)
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Give the container every capability, no seccomp filter, access to every device and
+    /// nothing masked. WARNING: as with docker, a privileged container's root can take over
+    /// the host; use it only for images you trust
+    #[arg(long)]
+    pub privileged: bool,
+    /// Give the container a host device: HOST[:CONTAINER][:PERMS] (PERMS of r, w, m)
+    #[arg(long = "device", value_name = "HOST[:CTR][:rwm]")]
+    pub device: Vec<String>,
     /// Write an OCI runtime bundle (config.json + rootfs) to DIR instead of running
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
@@ -80,7 +99,11 @@ pub struct RunArgs {
 }
 
 /// Options of `img run` that take a value (so the scanner below knows where the image is).
-const VALUE_OPTIONS: [&str; 27] = [
+const VALUE_OPTIONS: [&str; 31] = [
+    "--cap-add",
+    "--cap-drop",
+    "--security-opt",
+    "--device",
     "--name",
     "-e",
     "--env",
@@ -156,6 +179,42 @@ pub fn run(global: &Global, args: RunArgs) -> Result<ExitCode> {
     }
 }
 
+/// What `--security-opt` said.
+#[derive(Debug, Default, PartialEq)]
+struct SecurityOpts {
+    no_new_privileges: bool,
+    seccomp: SeccompChoice,
+}
+
+impl SecurityOpts {
+    /// docker's spellings: `no-new-privileges[=true|false]` (also with `:`),
+    /// `seccomp=unconfined|PROFILE.json`; AppArmor and SELinux options that only turn
+    /// something off are accepted (img has neither), others are refused.
+    fn parse(opts: &[String]) -> Result<SecurityOpts> {
+        let mut out = SecurityOpts::default();
+        for opt in opts {
+            let (key, value) = match opt.split_once(['=', ':']) {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt.as_str(), None),
+            };
+            match (key, value) {
+                ("no-new-privileges", None | Some("true")) => out.no_new_privileges = true,
+                ("no-new-privileges", Some("false")) => out.no_new_privileges = false,
+                ("seccomp", Some("unconfined")) => out.seccomp = SeccompChoice::Unconfined,
+                ("seccomp", Some(path)) if !path.is_empty() => {
+                    out.seccomp = SeccompChoice::Profile(PathBuf::from(path));
+                }
+                ("apparmor", Some("unconfined")) | ("label", Some("disable")) => {}
+                _ => bail!(
+                    "invalid --security-opt {opt:?}: expected no-new-privileges[=true|false], \
+                     seccomp=unconfined or seccomp=PROFILE.json"
+                ),
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn parse_size(s: &str) -> Result<i64> {
     let lower = s.trim().to_ascii_lowercase();
     let (digits, unit) = match lower.trim_end_matches('b').char_indices().last() {
@@ -194,6 +253,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     if args.tty && !std::io::stdin().is_terminal() {
         bail!("the input device is not a TTY (-t needs a terminal on stdin)");
     }
+    let security = SecurityOpts::parse(&args.security_opt)?;
     let (store, image) = args.source.image(global, &args.image)?;
     let id = new_id();
     let short = id[..12].to_string();
@@ -220,6 +280,16 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
             .collect::<Result<_, _>>()?,
         read_only: args.read_only,
         tty: args.tty,
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        no_new_privileges: security.no_new_privileges,
+        seccomp: security.seccomp,
+        privileged: args.privileged,
+        devices: args
+            .device
+            .iter()
+            .map(|d| Device::parse(d))
+            .collect::<Result<_, _>>()?,
     };
     let ports = args
         .publish

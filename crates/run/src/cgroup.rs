@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
 
-use crate::Result;
 use crate::error::sys;
+use crate::{Error, Result};
 
 const ROOT: &str = "/sys/fs/cgroup";
 
-/// A container's cgroup: one directory on v2, one per controller on v1.
+/// A container's cgroup: one directory on v2, one per hierarchy on v1.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Cgroup {
     /// The directories, created by us.
@@ -19,10 +19,71 @@ pub struct Cgroup {
     pub unified: bool,
 }
 
+/// A mounted cgroup v1 hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hierarchy {
+    /// Its controllers (`cpu`, `cpuacct`, `name=systemd`, …).
+    controllers: Vec<String>,
+    /// Where it is mounted.
+    mount: PathBuf,
+}
+
+/// The v1 hierarchies in `/proc/self/mountinfo` under `/sys/fs/cgroup`, each once.
+fn hierarchies() -> Vec<Hierarchy> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_hierarchies(&text)
+}
+
+fn parse_hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut r = right.split(' ');
+        if r.next() != Some("cgroup") {
+            continue;
+        }
+        let Some(mount) = left.split(' ').nth(4).map(PathBuf::from) else {
+            continue;
+        };
+        if !mount.starts_with(ROOT) {
+            continue;
+        }
+        let options = r.nth(1).unwrap_or_default();
+        let controllers: Vec<String> = options
+            .split(',')
+            .filter(|o| {
+                o.starts_with("name=")
+                    || !(o.contains('=')
+                        || [
+                            "rw",
+                            "ro",
+                            "xattr",
+                            "clone_children",
+                            "noprefix",
+                            "cpuset_v2_mode",
+                        ]
+                        .contains(o))
+            })
+            .map(str::to_string)
+            .collect();
+        if !controllers.is_empty() && !out.iter().any(|h| h.controllers == controllers) {
+            out.push(Hierarchy { controllers, mount });
+        }
+    }
+    out
+}
+
 impl Cgroup {
-    /// Create `img/<name>` and apply `resources`.
+    /// Create `img/<name>` (in every v1 hierarchy, or on v2), apply `resources`, devices
+    /// included. Without a device controller (v1) or cgroup2 for the eBPF device program, the
+    /// container does not start: its root could open any device node it makes.
     pub fn create(name: &str, resources: Option<&LinuxResources>) -> Result<Cgroup> {
         let root = Path::new(ROOT);
+        let device_rules = resources
+            .and_then(|r| r.devices().clone())
+            .unwrap_or_default();
         if root.join("cgroup.controllers").exists() {
             let parent = root.join("img");
             std::fs::create_dir_all(&parent).map_err(sys(parent.display()))?;
@@ -35,34 +96,67 @@ impl Cgroup {
             let dir = parent.join(name);
             std::fs::create_dir_all(&dir).map_err(sys(dir.display()))?;
             let cg = Cgroup {
-                dirs: vec![dir],
+                dirs: vec![dir.clone()],
                 unified: true,
             };
-            cg.limit_v2(resources)?;
+            let applied = cg
+                .limit_v2(resources)
+                .and_then(|()| crate::devices::apply_v2(&dir, &device_rules));
+            if let Err(e) = applied {
+                let _ = cg.remove();
+                return Err(e);
+            }
             return Ok(cg);
         }
-        let mut dirs = Vec::new();
-        for controller in ["memory", "pids", "cpu"] {
-            let base = root.join(controller);
-            if !base.join("cgroup.procs").exists() {
-                continue;
-            }
-            let dir = base.join("img").join(name);
-            std::fs::create_dir_all(&dir).map_err(sys(dir.display()))?;
-            dirs.push(dir);
-        }
-        let cg = Cgroup {
-            dirs,
+        let mut cg = Cgroup {
+            dirs: Vec::new(),
             unified: false,
         };
-        cg.limit_v1(resources)?;
+        let made = (|| {
+            for h in hierarchies() {
+                let parent = h.mount.join("img");
+                let dir = parent.join(name);
+                let cpuset = h.controllers.iter().any(|c| c == "cpuset");
+                for d in [&parent, &dir] {
+                    match std::fs::create_dir(d) {
+                        Ok(()) => {
+                            if cpuset {
+                                inherit_cpuset(d)?;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(sys(d.display())(e)),
+                    }
+                }
+                cg.dirs.push(dir);
+            }
+            cg.limit_v1(resources)?;
+            match cg.dir_of("devices") {
+                Some(dir) => crate::devices::apply_v1(dir, &device_rules),
+                None => Err(Error::Config(
+                    "no devices cgroup controller on this machine: refusing to start a container \
+                     whose root could open any device"
+                        .into(),
+                )),
+            }
+        })();
+        if let Err(e) = made {
+            let _ = cg.remove();
+            return Err(e);
+        }
         Ok(cg)
     }
 
     fn dir_of(&self, controller: &str) -> Option<&Path> {
         self.dirs
             .iter()
-            .find(|d| d.components().any(|c| c.as_os_str() == controller))
+            .find(|d| {
+                d.parent()
+                    .and_then(Path::parent)
+                    .and_then(Path::file_name)
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.split(',').any(|c| c == controller))
+            })
             .map(PathBuf::as_path)
     }
 
@@ -126,9 +220,9 @@ impl Cgroup {
                 unified: true,
             };
         }
-        let dirs = ["memory", "pids", "cpu"]
+        let dirs = hierarchies()
             .iter()
-            .map(|c| root.join(c).join("img").join(name))
+            .map(|h| h.mount.join("img").join(name))
             .filter(|d| d.exists())
             .collect();
         Cgroup {
@@ -143,10 +237,7 @@ impl Cgroup {
         let parents: Vec<PathBuf> = if root.join("cgroup.controllers").exists() {
             vec![root.join("img")]
         } else {
-            ["memory", "pids", "cpu"]
-                .iter()
-                .map(|c| root.join(c).join("img"))
-                .collect()
+            hierarchies().iter().map(|h| h.mount.join("img")).collect()
         };
         let mut removed = 0;
         for parent in parents {
@@ -226,4 +317,50 @@ impl Cgroup {
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     let path = dir.join(file);
     std::fs::write(&path, value).map_err(sys(format!("writing {value} to {}", path.display())))
+}
+
+/// A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and takes no process until
+/// it has some: give it its parent's.
+fn inherit_cpuset(dir: &Path) -> Result<()> {
+    let parent = dir.parent().unwrap_or(dir);
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let from = parent.join(file);
+        let value = std::fs::read_to_string(&from).map_err(sys(from.display()))?;
+        write(dir, file, value.trim())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_hierarchies_from_mountinfo() {
+        let text = "\
+30 25 0:26 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+31 25 0:27 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+32 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+33 25 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+34 25 0:29 / /elsewhere/memory rw - cgroup cgroup rw,memory
+35 25 0:30 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset,clone_children
+36 25 0:31 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices,release_agent=/x
+";
+        let h = parse_hierarchies(text);
+        let names: Vec<String> = h.iter().map(|h| h.controllers.join(",")).collect();
+        assert_eq!(
+            names,
+            ["name=systemd", "cpu,cpuacct", "memory", "cpuset", "devices"]
+        );
+        assert_eq!(h[1].mount, Path::new("/sys/fs/cgroup/cpu,cpuacct"));
+        let cg = Cgroup {
+            dirs: h.iter().map(|h| h.mount.join("img/x")).collect(),
+            unified: false,
+        };
+        assert_eq!(
+            cg.dir_of("cpuacct"),
+            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct/img/x"))
+        );
+        assert_eq!(cg.dir_of("pids"), None);
+    }
 }

@@ -6,16 +6,20 @@
 //! the new namespaces; init mounts, pivots and execs, becoming PID 1.
 #![warn(missing_docs)]
 
+pub mod capabilities;
 pub mod cgroup;
 pub mod devices;
 mod error;
 pub mod init;
 pub mod ports;
+mod process;
+mod rootfs;
 pub mod runtime;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod supervise;
+mod syscall;
 pub mod tty;
 pub mod user;
 

@@ -91,7 +91,8 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
             LinuxNamespaceType::Uts => flags |= libc::CLONE_NEWUTS,
             LinuxNamespaceType::Ipc => flags |= libc::CLONE_NEWIPC,
             LinuxNamespaceType::Network => flags |= libc::CLONE_NEWNET,
-            LinuxNamespaceType::Cgroup => flags |= libc::CLONE_NEWCGROUP,
+            // Made by init once it is in its cgroup, which becomes the namespace's root.
+            LinuxNamespaceType::Cgroup => {}
             other => {
                 return Err(Error::Config(format!(
                     "{other:?} namespaces are not supported yet"

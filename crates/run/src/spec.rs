@@ -14,22 +14,126 @@ use crate::{Error, Result};
 pub const USER_ANNOTATION: &str = "io.img.user";
 
 /// docker's default capability set.
-pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
+pub const DEFAULT_CAPS: [&str; 14] = crate::capabilities::DEFAULT;
+
+/// Paths docker hides from a container (moby's `oci/defaults.go`, docker 28), plus every
+/// `/sys/devices/system/cpu/cpu*/thermal_throttle` (see [`masked_paths`]).
+pub const MASKED_PATHS: [&str; 12] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
+
+/// Paths docker makes read-only in a container.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// docker's masked paths with the `thermal_throttle` directory of each CPU this machine has
+/// (docker expands that glob on the host, as here: the container's sysfs is the same kernel's).
+pub fn masked_paths() -> Vec<String> {
+    let mut paths: Vec<String> = MASKED_PATHS.iter().map(|p| p.to_string()).collect();
+    let cpus = std::fs::read_dir("/sys/devices/system/cpu")
+        .into_iter()
+        .flatten()
+        .flatten();
+    let mut throttles: Vec<String> = cpus
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("cpu"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|e| e.path().join("thermal_throttle"))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    throttles.sort();
+    paths.extend(throttles);
+    paths
+}
+
+/// Which seccomp profile the container gets (`--security-opt seccomp=…`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SeccompChoice {
+    /// docker's default profile.
+    #[default]
+    Default,
+    /// None (`seccomp=unconfined`).
+    Unconfined,
+    /// A profile in docker's JSON format.
+    Profile(PathBuf),
+}
+
+/// A host device given to the container (`--device HOST[:CTR][:PERMS]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The host's node.
+    pub host: PathBuf,
+    /// Where it appears in the container.
+    pub container: PathBuf,
+    /// What the device cgroup allows: some of `r`, `w`, `m`.
+    pub access: String,
+    /// `c` or `b`.
+    pub kind: char,
+    /// Major number.
+    pub major: i64,
+    /// Minor number.
+    pub minor: i64,
+    /// The host node's permission bits.
+    pub mode: u32,
+}
+
+impl Device {
+    /// Parse docker's `HOST[:CTR][:PERMS]`; the host path must be a device node.
+    pub fn parse(s: &str) -> Result<Device> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let bad = |why: &str| Error::Config(format!("invalid device {s:?}: {why}"));
+        let parts: Vec<&str> = s.split(':').collect();
+        let is_access = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+        let (host, container, access) = match parts[..] {
+            [h] => (h, h, "rwm"),
+            [h, a] if is_access(a) => (h, h, a),
+            [h, c] => (h, c, "rwm"),
+            [h, c, a] if is_access(a) => (h, c, a),
+            _ => return Err(bad("expected HOST[:CONTAINER][:rwm]")),
+        };
+        if !host.starts_with('/') || !container.starts_with('/') {
+            return Err(bad("both paths must be absolute"));
+        }
+        let meta = std::fs::metadata(host).map_err(|e| bad(&format!("{host}: {e}")))?;
+        let kind = if meta.file_type().is_char_device() {
+            'c'
+        } else if meta.file_type().is_block_device() {
+            'b'
+        } else {
+            return Err(bad(&format!("{host} is not a device node")));
+        };
+        let rdev = meta.rdev();
+        Ok(Device {
+            host: host.into(),
+            container: container.into(),
+            access: access.into(),
+            kind,
+            major: i64::from(libc::major(rdev)),
+            minor: i64::from(libc::minor(rdev)),
+            mode: meta.mode() & 0o7777,
+        })
+    }
+}
 
 /// Which network namespace the container gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -113,6 +217,19 @@ pub struct RunOptions {
     pub read_only: bool,
     /// Give the process a terminal.
     pub tty: bool,
+    /// `--cap-add` (docker's names, `ALL`).
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<String>,
+    /// `--security-opt no-new-privileges`: off by default, as with docker, so setuid and
+    /// file-capability programs work within the bounding set.
+    pub no_new_privileges: bool,
+    /// `--security-opt seccomp=…`.
+    pub seccomp: SeccompChoice,
+    /// `--privileged`: every capability, no seccomp, every device, nothing masked.
+    pub privileged: bool,
+    /// `--device`.
+    pub devices: Vec<Device>,
 }
 
 /// Host files bind-mounted over the container's `/etc/hosts`, `/etc/hostname` and
@@ -190,7 +307,11 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
 
     let mut spec = serde_json::to_value(Spec::default())
         .map_err(|e| Error::Config(format!("default spec: {e}")))?;
-    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    let caps: Vec<String> = if opts.privileged {
+        crate::capabilities::all()
+    } else {
+        crate::capabilities::adjust(&opts.cap_add, &opts.cap_drop)?
+    };
     spec["process"] = json!({
         "terminal": opts.tty,
         "user": {"uid": 0, "gid": 0},
@@ -200,7 +321,7 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
         "capabilities": {
             "bounding": caps, "effective": caps, "permitted": caps,
         },
-        "noNewPrivileges": true,
+        "noNewPrivileges": opts.no_new_privileges,
     });
     spec["root"] = json!({"path": "rootfs", "readonly": opts.read_only});
     spec["hostname"] = json!(opts.hostname);
@@ -213,6 +334,13 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
         // Our runtime does not mount cgroupfs into containers (the host's hierarchy is hybrid
         // here); runc reading the bundle mounts nothing there either.
         .filter(|m| m["type"] != "cgroup")
+        .map(|mut m| {
+            // docker's /proc: no setuid, no devices, nothing executable from it.
+            if m["type"] == "proc" {
+                m["options"] = json!(["nosuid", "noexec", "nodev"]);
+            }
+            m
+        })
         .collect();
     let bind = |src: &Path, dst: &str, ro: bool| {
         let mut options = vec!["rbind", "rprivate"];
@@ -233,6 +361,7 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
         json!({"type": "ipc"}),
         json!({"type": "uts"}),
         json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
     ];
     if opts.network == Network::Private {
         namespaces.push(json!({"type": "network"}));
@@ -251,7 +380,54 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
         let period = 100_000u64;
         resources["cpu"] = json!({"quota": (c * period as f64).round() as i64, "period": period});
     }
+    let mut device_rules = if opts.privileged {
+        vec![json!({"allow": true, "access": "rwm"})]
+    } else {
+        serde_json::to_value(crate::devices::default_rules())
+            .map_err(|e| Error::Config(format!("device rules: {e}")))?
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut devices = Vec::new();
+    for d in &opts.devices {
+        device_rules.push(json!({
+            "allow": true, "type": d.kind.to_string(), "major": d.major, "minor": d.minor,
+            "access": d.access,
+        }));
+        devices.push(json!({
+            "path": d.container, "type": d.kind.to_string(), "major": d.major,
+            "minor": d.minor, "fileMode": d.mode, "uid": 0, "gid": 0,
+        }));
+    }
+    resources["devices"] = json!(device_rules);
     spec["linux"]["resources"] = resources;
+    spec["linux"]["devices"] = json!(devices);
+    let (masked, readonly) = if opts.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            masked_paths(),
+            READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+        )
+    };
+    spec["linux"]["maskedPaths"] = json!(masked);
+    spec["linux"]["readonlyPaths"] = json!(readonly);
+    let seccomp = match (&opts.seccomp, opts.privileged) {
+        (_, true) | (SeccompChoice::Unconfined, _) => None,
+        (SeccompChoice::Default, false) => Some(crate::seccomp::Profile::docker_default()),
+        (SeccompChoice::Profile(path), false) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| Error::Config(format!("seccomp profile {}: {e}", path.display())))?;
+            Some(crate::seccomp::Profile::from_json(&bytes, path)?)
+        }
+    };
+    // docker runs a profile with no default action (`{}`) unconfined.
+    if let Some(profile) = seccomp.filter(|p| !p.is_unconfined()) {
+        let resolved = profile.resolve(&caps)?;
+        spec["linux"]["seccomp"] = serde_json::to_value(resolved)
+            .map_err(|e| Error::Config(format!("seccomp profile: {e}")))?;
+    }
     serde_json::from_value(spec)
         .map_err(|e| Error::Config(format!("building the runtime spec: {e}")))
 }

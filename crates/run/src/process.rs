@@ -1,0 +1,101 @@
+//! The last steps of init: descriptors, the working directory, and exec with docker's exit
+//! codes.
+
+use std::ffi::CString;
+use std::path::Path;
+
+use crate::error::{errno, sys};
+use crate::{Error, Result};
+
+/// Close every descriptor from `first` up: whatever the caller of img left open (a host
+/// directory, a socket) must not reach the container (CVE-2024-21626's class). Done first
+/// thing in init, before any path is looked up.
+pub(crate) fn close_from(first: u32) -> Result<()> {
+    // SAFETY: close_range on descriptors nobody in this fresh process uses (init has opened
+    // nothing yet); no memory is passed.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if r != 0 {
+        return Err(sys("closing inherited descriptors")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Close one descriptor if it is open.
+pub(crate) fn close_one(fd: i32) {
+    // SAFETY: closing a descriptor number we were handed and own; EBADF when it is not open.
+    unsafe { libc::close(fd) };
+}
+
+/// Enter the working directory (made when missing) and check it is inside the container: a
+/// path through a descriptor leaked from the host would land outside.
+pub(crate) fn enter_cwd(cwd: &Path) -> Result<()> {
+    let what = || format!("working directory {}", cwd.display());
+    std::fs::create_dir_all(cwd).map_err(sys(what()))?;
+    rustix::process::chdir(cwd).map_err(errno(what()))?;
+    // getcwd fails (ENOENT, "(unreachable)") for a directory outside our root.
+    match rustix::process::getcwd(Vec::new()) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::Config(format!(
+            "{} is outside the container",
+            what()
+        ))),
+    }
+}
+
+/// Find `args[0]` in the container's `PATH` and exec it; docker's 126/127 when it cannot be.
+pub(crate) fn exec(args: &[String], env: &[String]) -> Result<std::convert::Infallible> {
+    let Some(cmd) = args.first() else {
+        return Err(Error::Config("no command".into()));
+    };
+    let cstr = |s: &str| CString::new(s).map_err(|_| Error::Config(format!("a NUL in {s:?}")));
+    let argv: Vec<CString> = args.iter().map(|a| cstr(a)).collect::<Result<_>>()?;
+    let envp: Vec<CString> = env.iter().map(|e| cstr(e)).collect::<Result<_>>()?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    let candidates: Vec<String> = if cmd.contains('/') {
+        vec![cmd.clone()]
+    } else {
+        let path = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{cmd}"))
+            .collect()
+    };
+    // Every descriptor from 3 up is close-on-exec by now (see `init`): a successful exec
+    // closes the error pipe without a word.
+    let mut denied = None;
+    for path in &candidates {
+        let p = cstr(path)?;
+        // SAFETY: NUL-terminated argv and envp arrays of strings alive for the call.
+        unsafe { libc::execve(p.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => {}
+            _ => denied = Some(err),
+        }
+    }
+    Err(match denied {
+        Some(e) => Error::Exec {
+            command: cmd.clone(),
+            reason: e.to_string(),
+            code: 126,
+        },
+        None if cmd.contains('/') => Error::Exec {
+            command: cmd.clone(),
+            reason: "no such file or directory".into(),
+            code: 127,
+        },
+        None => Error::Exec {
+            command: cmd.clone(),
+            reason: "executable file not found in $PATH".into(),
+            code: 127,
+        },
+    })
+}
