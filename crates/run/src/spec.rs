@@ -361,8 +361,11 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
         json!({"type": "ipc"}),
         json!({"type": "uts"}),
         json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
     ];
+    // A cgroup namespace of its own, where the kernel has them (4.6 and later).
+    if Path::new("/proc/self/ns/cgroup").exists() {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
     if opts.network == Network::Private {
         namespaces.push(json!({"type": "network"}));
     }
@@ -557,5 +560,66 @@ mod tests {
             spec["process"].get("rlimits").is_none(),
             "rlimits are inherited, never raised"
         );
+    }
+
+    #[test]
+    fn security_defaults_and_their_switches() {
+        let c = config(json!({"Cmd": ["true"]}));
+        let spec =
+            |o: &RunOptions| serde_json::to_value(build_spec(&c, o, &etc()).unwrap()).unwrap();
+        let d = spec(&opts());
+        assert_eq!(d["process"]["noNewPrivileges"], false);
+        assert_eq!(
+            d["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+        assert_eq!(d["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        let devices = d["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(devices[0], json!({"allow": false, "type": "a", "access": "rwm"}));
+        let masked = d["linux"]["maskedPaths"].to_string();
+        assert!(masked.contains("/proc/interrupts") && masked.contains("powercap"));
+        assert!(
+            d["linux"]["readonlyPaths"]
+                .to_string()
+                .contains("/proc/sys")
+        );
+        let proc_opts = d["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["type"] == "proc");
+        assert_eq!(
+            proc_opts.unwrap()["options"],
+            json!(["nosuid", "noexec", "nodev"])
+        );
+
+        let p = spec(&RunOptions {
+            privileged: true,
+            ..opts()
+        });
+        assert!(p["linux"].get("seccomp").is_none());
+        assert_eq!(p["linux"]["maskedPaths"], json!([]));
+        assert_eq!(
+            p["linux"]["resources"]["devices"],
+            json!([{"allow": true, "access": "rwm"}])
+        );
+        let u = spec(&RunOptions {
+            seccomp: SeccompChoice::Unconfined,
+            no_new_privileges: true,
+            cap_drop: vec!["ALL".into()],
+            ..opts()
+        });
+        assert!(u["linux"].get("seccomp").is_none());
+        assert_eq!(u["process"]["noNewPrivileges"], true);
+        assert_eq!(u["process"]["capabilities"]["bounding"], json!([]));
+        let missing = RunOptions {
+            seccomp: SeccompChoice::Profile("/nonexistent/profile.json".into()),
+            ..opts()
+        };
+        let e = build_spec(&c, &missing, &etc()).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/profile.json"), "{e}");
     }
 }
