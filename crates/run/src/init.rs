@@ -1,5 +1,5 @@
 //! The container's first process, run as `img __init CONFIG` inside fresh namespaces: it
-//! closes what the caller left open, mounts the rootfs and the spec's mounts ([`crate::rootfs`]),
+//! closes what the caller left open, mounts the rootfs and the spec's mounts (`rootfs`),
 //! pivots into the rootfs, waits for the parent to put it in its cgroup, enters a cgroup
 //! namespace and a session keyring of its own, drops privileges (capabilities, user, seccomp,
 //! in runc's order) and execs the command, becoming PID 1.

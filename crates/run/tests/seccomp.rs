@@ -13,7 +13,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 
-use img_run::seccomp::{Filter, Profile, compile};
+use img_run::seccomp::{Profile, compile};
 
 const CASE: &str = "IMG_SECCOMP_CASE";
 
@@ -320,9 +320,7 @@ mod cases {
                 no_new_privs();
                 let mut caps = docker_caps();
                 caps.push("CAP_SYS_ADMIN".into());
-                let seccomp = Profile::docker_default().resolve(&caps)?;
-                // Through the bytes a parent would hand init.
-                Filter::from_bytes(&compile(&seccomp)?.to_bytes())?.install()?;
+                install(&Profile::docker_default(), &caps)?;
                 filters_installed();
                 harmless_probes();
                 // SAFETY: unshare(0) changes nothing.
