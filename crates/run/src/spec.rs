@@ -578,7 +578,10 @@ mod tests {
         );
         assert_eq!(d["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         let devices = d["linux"]["resources"]["devices"].as_array().unwrap();
-        assert_eq!(devices[0], json!({"allow": false, "type": "a", "access": "rwm"}));
+        assert_eq!(
+            devices[0],
+            json!({"allow": false, "type": "a", "access": "rwm"})
+        );
         let masked = d["linux"]["maskedPaths"].to_string();
         assert!(masked.contains("/proc/interrupts") && masked.contains("powercap"));
         assert!(
