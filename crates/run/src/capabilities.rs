@@ -102,6 +102,13 @@ pub fn all() -> Vec<String> {
 /// docker's `--cap-add`/`--cap-drop` on its default set: `ALL` in `add` starts from every
 /// capability (then `drop` applies); `ALL` in `drop` starts from none (then `add` applies);
 /// otherwise the defaults less `drop` plus `add`. Unknown names are errors.
+///
+/// ```
+/// use img_run::capabilities::adjust;
+/// let caps = adjust(&["net_bind_service".into()], &["ALL".into()]).unwrap();
+/// assert_eq!(caps, ["CAP_NET_BIND_SERVICE"]);
+/// assert!(adjust(&[], &["CAP_FLY".into()]).is_err());
+/// ```
 pub fn adjust(add: &[String], drop: &[String]) -> Result<Vec<String>> {
     let canonical = |list: &[String]| -> Result<Vec<String>> {
         list.iter()

@@ -18,25 +18,7 @@ use img_run::seccomp::{Profile, compile};
 const CASE: &str = "IMG_SECCOMP_CASE";
 
 fn docker_caps() -> Vec<String> {
-    [
-        "CHOWN",
-        "DAC_OVERRIDE",
-        "FSETID",
-        "FOWNER",
-        "MKNOD",
-        "NET_RAW",
-        "SETGID",
-        "SETUID",
-        "SETFCAP",
-        "SETPCAP",
-        "NET_BIND_SERVICE",
-        "SYS_CHROOT",
-        "KILL",
-        "AUDIT_WRITE",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect()
+    img_run::capabilities::DEFAULT.map(String::from).to_vec()
 }
 
 /// What a child reported, and how it ended.

@@ -32,6 +32,12 @@ const CHAR: u8 = 2;
 /// docker's default device rules, in order: deny all (`a *:* rwm`); allow mknod of any char and
 /// block device (`c *:* m`, `b *:* m`); allow `rwm` on `c 1:3` (null), `1:5` (zero), `1:7`
 /// (full), `1:8` (random), `1:9` (urandom), `5:0` (tty), `5:2` (ptmx) and `136:*` (pts).
+///
+/// ```
+/// let rules = img_run::devices::default_rules();
+/// assert!(!rules[0].allow()); // everything denied first, then the list allowed
+/// assert_eq!(rules.len(), 11);
+/// ```
 pub fn default_rules() -> Vec<LinuxDeviceCgroup> {
     use LinuxDeviceType::{A, B, C};
     let mut rules = vec![

@@ -7,6 +7,17 @@
 //! ([`Profile::resolve`], exactly as moby does it), which is what runc runs from a bundle and
 //! what [`compile`] turns into BPF for our own init ([`Filter::install`]).
 //!
+//! ```
+//! use img_run::seccomp::{Profile, compile};
+//! let caps: Vec<String> = img_run::capabilities::DEFAULT.map(String::from).to_vec();
+//! let seccomp = Profile::docker_default().resolve(&caps).unwrap();
+//! // keyctl is not in docker's list: it falls to the default action, EPERM.
+//! let names = serde_json::to_string(&seccomp).unwrap();
+//! assert!(names.contains("\"execve\"") && !names.contains("\"keyctl\""));
+//! let filter = compile(&seccomp).unwrap(); // BPF, ready for `Filter::install`
+//! # drop(filter);
+//! ```
+//!
 //! # Semantics (runc's and libseccomp's)
 //!
 //! * The default action applies to every syscall no entry matches. `SCMP_ACT_ERRNO` and

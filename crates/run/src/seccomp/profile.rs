@@ -494,25 +494,7 @@ pub(super) mod testing {
 
     /// docker's default capabilities.
     pub(in crate::seccomp) fn docker_caps() -> Vec<String> {
-        [
-            "CHOWN",
-            "DAC_OVERRIDE",
-            "FSETID",
-            "FOWNER",
-            "MKNOD",
-            "NET_RAW",
-            "SETGID",
-            "SETUID",
-            "SETFCAP",
-            "SETPCAP",
-            "NET_BIND_SERVICE",
-            "SYS_CHROOT",
-            "KILL",
-            "AUDIT_WRITE",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect()
+        crate::capabilities::DEFAULT.map(String::from).to_vec()
     }
 
     /// `caps` and `cap`.
