@@ -838,3 +838,63 @@ fn concurrent_runs_in_two_roots_all_start() {
     a.assert_nothing_left();
     b.assert_nothing_left();
 }
+
+/// `--bundle relb` (a relative path) wrote bind sources as `relb/hosts`, which runc resolved
+/// inside the bundle (`relb/relb/hosts`) and failed on: paths in a bundle are absolute.
+#[test]
+fn a_relative_bundle_path_runs_under_runc() {
+    let Some(bed) = Bed::new("relative-bundle") else {
+        return;
+    };
+    if Command::new("runc").arg("--version").output().is_err() {
+        eprintln!("skipping: runc is not installed (apt-get install runc)");
+        return;
+    }
+    fs::create_dir_all(&bed.root.path).unwrap();
+    let out = bed
+        .root
+        .command(&[
+            "run",
+            "--bundle",
+            "relb",
+            &bed.busybox,
+            "cat",
+            "/etc/hostname",
+        ])
+        .current_dir(&bed.root.path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bundle = bed.root.path.join("relb");
+    let spec: Value =
+        serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    for m in spec["mounts"].as_array().unwrap() {
+        let source = m["source"].as_str().unwrap_or_default();
+        assert!(
+            !source.contains('/') || source.starts_with('/'),
+            "a relative source in the bundle: {m}"
+        );
+    }
+    let runc_id = format!("img-test-{}", unique());
+    let runc = Command::new("runc")
+        .args(["run", &runc_id])
+        .current_dir(&bundle)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = Command::new("runc")
+        .args(["delete", "--force", &runc_id])
+        .stdin(Stdio::null())
+        .output();
+    assert!(
+        runc.status.success(),
+        "runc: {}",
+        String::from_utf8_lossy(&runc.stderr)
+    );
+    assert!(is_short_id(String::from_utf8_lossy(&runc.stdout).trim()));
+}

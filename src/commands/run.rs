@@ -420,8 +420,12 @@ fn write_bundle(
     options: &RunOptions,
     bundle: &Path,
 ) -> Result<()> {
-    let rootfs = bundle.join("rootfs");
     std::fs::create_dir_all(bundle).with_context(|| format!("creating {}", bundle.display()))?;
+    // Paths written into config.json are absolute: runc resolves relative ones inside the
+    // bundle, not where we were started.
+    let bundle = &std::fs::canonicalize(bundle)
+        .with_context(|| format!("resolving {}", bundle.display()))?;
+    let rootfs = bundle.join("rootfs");
     img_unpack::unpack_image(store, image, &rootfs)
         .with_context(|| format!("unpacking {} into {}", image.name, rootfs.display()))?;
     let etc = write_etc_files(bundle, &options.hostname, options.network)?;
