@@ -742,8 +742,10 @@ fn run_it_gives_the_container_a_terminal_of_its_own() {
     // the shell and, once it forked, the sleep
     let id = bed.container_ids().into_iter().next().expect("a container");
     let pid = bed.state(&id)["pid"].as_u64().expect("pid");
-    wait_until("sleep to start in the container", 20, || {
-        children_named(pid, "sleep")
+    // and to be the terminal's foreground process group: until the shell's child has made
+    // itself the foreground job, ^C would go to the shell (which waits on) instead.
+    wait_until("sleep to be the terminal's foreground job", 20, || {
+        foreground_child_named(pid, "sleep")
     });
     let mark = term.len();
     term.type_keys("\x03");
@@ -760,13 +762,22 @@ fn run_it_gives_the_container_a_terminal_of_its_own() {
 }
 
 /// Whether process `pid` has a child whose command name is `name`.
-fn children_named(pid: u64, name: &str) -> bool {
+/// Whether a child of `pid` named `name` leads the foreground process group of its terminal
+/// (`/proc/PID/stat`: pgrp is field 5, tpgid field 8).
+fn foreground_child_named(pid: u64, name: &str) -> bool {
     let tasks = format!("/proc/{pid}/task");
     for task in fs::read_dir(tasks).into_iter().flatten().flatten() {
         let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
         for child in children.split_whitespace() {
-            let comm = fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
-            if comm.trim_end() == name {
+            let stat = fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // comm is in parentheses and may hold spaces: split after the last ')'.
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let comm = head.split_once(" (").map(|(_, c)| c).unwrap_or_default();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // rest starts at field 3 (state): pgrp is fields[2], tpgid fields[5].
+            if comm == name && fields.len() > 5 && fields[2] == fields[5] {
                 return true;
             }
         }
