@@ -69,6 +69,8 @@ enum Command {
     Stop(commands::container::StopArgs),
     /// Start stopped containers again (detached)
     Start(commands::container::Names),
+    /// Send a signal (default KILL) to running containers
+    Kill(commands::container::KillArgs),
     /// Remove containers
     Rm(commands::container::RmArgs),
     /// Manage containers (docker-style)
@@ -114,6 +116,8 @@ enum ContainerCommand {
     Stop(commands::container::StopArgs),
     /// Start containers
     Start(commands::container::Names),
+    /// Send a signal to containers
+    Kill(commands::container::KillArgs),
     /// Print a container's output
     Logs(commands::container::LogsArgs),
 }
@@ -178,6 +182,9 @@ fn main() -> ExitCode {
         }
         Command::Rm(a) | Command::Container(ContainerCommand::Rm(a)) => {
             commands::container::run_rm(g, a)
+        }
+        Command::Kill(a) | Command::Container(ContainerCommand::Kill(a)) => {
+            commands::container::run_kill(g, a)
         }
         Command::Container(ContainerCommand::Inspect(a)) => commands::container::run_inspect(g, a),
         Command::Supervise { dir } => commands::container::run_supervise(&dir),

@@ -1,6 +1,8 @@
-//! Containers after `img run`: `ps`, `logs`, `stop`, `start`, `rm`, `container inspect`, and
-//! the detached supervisor (`img __supervise DIR`). No daemon: each command reads the
-//! container's `state.json`; the supervisor process records the exit.
+//! Containers after `img run`: `ps`, `logs`, `stop`, `kill`, `start`, `rm`, `container
+//! inspect`, and the detached supervisor (`img __supervise DIR`). No daemon: each command reads
+//! the container's `state.json`; the supervisor process records the exit. A recorded pid is
+//! signalled only through [`img_run::state::Recorded::signal`], which checks that it is still
+//! the recorded process (its start time), never by its number alone.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use img_run::ContainerState;
+use img_run::state::NotSignalled;
 
 use crate::{Global, output};
 
@@ -39,6 +42,16 @@ pub struct StopArgs {
     /// Seconds to wait after SIGTERM before SIGKILL
     #[arg(short, long, default_value_t = 10)]
     pub time: u64,
+    #[command(flatten)]
+    pub names: Names,
+}
+
+/// Arguments of `img kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The signal: a name (`KILL`, `SIGTERM`, …) or a number
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
     #[command(flatten)]
     pub names: Names,
 }
@@ -247,12 +260,39 @@ pub fn run_logs(global: &Global, args: LogsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Send `signal` to the container and wait up to `wait` for it to exit.
-fn kill_and_wait(dir: &Path, state: &ContainerState, signal: i32, wait: Duration) -> bool {
-    if let Some(pid) = state.pid {
-        // SAFETY: sending a signal to a pid we recorded.
-        unsafe { libc::kill(pid as libc::pid_t, signal) };
+/// What became of a signal for a container.
+#[derive(Debug)]
+enum Sent {
+    /// Its process has it.
+    Yes,
+    /// Its process has exited already.
+    Exited,
+    /// Its process has exited and its pid is another process's now: nothing was signalled.
+    Recycled(NotSignalled),
+}
+
+/// Send `signal` to the container's process, if the recorded pid is still that process. A
+/// pid that cannot be proven to be it (a record of an older img) or a refusal by the system
+/// is an error: nothing was signalled, and the process may run.
+fn send(what: &str, state: &ContainerState, signal: i32) -> Result<Sent> {
+    let Some(pid) = state.pid else {
+        return Ok(Sent::Exited);
+    };
+    match pid.signal(signal) {
+        Ok(()) => Ok(Sent::Yes),
+        Err(NotSignalled::Gone { .. }) => Ok(Sent::Exited),
+        Err(e @ NotSignalled::Recycled { .. }) => Ok(Sent::Recycled(e)),
+        Err(e) => bail!("container {what}: {e}"),
     }
+}
+
+/// Say on stderr that a container's recorded pid is another process's now.
+fn warn_recycled(what: &str, e: &NotSignalled) {
+    eprintln!("img: warning: container {what}: {e}");
+}
+
+/// Wait up to `wait` for the container's process to exit.
+fn wait_exit(dir: &Path, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
         if !ContainerState::load(dir).is_ok_and(|s| s.is_running()) {
@@ -275,20 +315,129 @@ fn settle(dir: &Path) {
     }
 }
 
+/// Run `f` for each container named, printing its name when it succeeds and the error when
+/// it fails; fails if one did.
+fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> ExitCode {
+    let mut failed = false;
+    for what in names {
+        match f(what) {
+            Ok(()) => println!("{what}"),
+            Err(e) => {
+                output::error(&e);
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Wait for the supervisor of a container whose process has exited to record the exit, and
+/// fail (the container not `done`) if it is still at work in the directory after all.
+fn settled(what: &str, dir: &Path, done: &str) -> Result<()> {
+    settle(dir);
+    match ContainerState::load(dir) {
+        Ok(now) if now.status == "running" && now.supervisor_alive() => bail!(
+            "container {what}: its supervisor (pid {}) has not recorded its exit yet: not {done}",
+            now.supervisor.map_or(0, |s| s.pid)
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Run `img stop`: SIGTERM, then SIGKILL after `-t` seconds.
 pub fn run_stop(global: &Global, args: StopArgs) -> Result<ExitCode> {
     let root = root(global)?;
-    for what in &args.names.containers {
+    Ok(each(&args.names.containers, |what| {
         let (dir, state) = find(&root, what)?;
-        if state.is_running()
-            && !kill_and_wait(&dir, &state, libc::SIGTERM, Duration::from_secs(args.time))
-        {
-            kill_and_wait(&dir, &state, libc::SIGKILL, Duration::from_secs(10));
+        if state.status != "running" {
+            return Ok(());
         }
-        settle(&dir);
-        println!("{what}");
+        match send(what, &state, libc::SIGTERM)? {
+            Sent::Yes => {
+                if !wait_exit(&dir, Duration::from_secs(args.time)) {
+                    match send(what, &state, libc::SIGKILL)? {
+                        Sent::Yes => {
+                            wait_exit(&dir, Duration::from_secs(10));
+                        }
+                        Sent::Exited => {}
+                        Sent::Recycled(e) => warn_recycled(what, &e),
+                    }
+                }
+                settle(&dir);
+            }
+            Sent::Exited => settle(&dir),
+            // It has exited, as `ps` shows it: stopped already.
+            Sent::Recycled(e) => warn_recycled(what, &e),
+        }
+        Ok(())
+    }))
+}
+
+/// The number of a signal given as a name (`KILL`, `SIGKILL`, `sigkill`) or a number.
+fn signal_number(name: &str) -> Result<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+        bail!("invalid signal: {name}");
     }
-    Ok(ExitCode::SUCCESS)
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match bare {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => bail!("invalid signal: {name}"),
+    };
+    Ok(n)
+}
+
+/// Run `img kill`: send a signal (default SIGKILL) to running containers; it does not wait.
+pub fn run_kill(global: &Global, args: KillArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    let signal = signal_number(&args.signal)?;
+    Ok(each(&args.names.containers, |what| {
+        let (_, state) = find(&root, what)?;
+        if state.status != "running" {
+            bail!("container {what} is not running");
+        }
+        match send(what, &state, signal)? {
+            Sent::Yes => Ok(()),
+            Sent::Exited => bail!("container {what} is not running"),
+            Sent::Recycled(e) => bail!("container {what} is not running: {e}"),
+        }
+    }))
 }
 
 /// Run `img start`: the container again, detached, on its kept writable layer.
@@ -300,6 +449,13 @@ pub fn run_start(global: &Global, args: Names) -> Result<ExitCode> {
         if state.is_running() {
             println!("{what}");
             continue;
+        }
+        if state.status == "running" {
+            if let Some(Err(e @ NotSignalled::Recycled { .. })) = state.pid.map(|p| p.check()) {
+                warn_recycled(what, &e);
+            }
+            settled(what, &dir, "started")?;
+            state = ContainerState::load(&dir)?;
         }
         state.status = "created".into();
         state.save(&dir)?;
@@ -313,34 +469,31 @@ pub fn run_start(global: &Global, args: Names) -> Result<ExitCode> {
 pub fn run_rm(global: &Global, args: RmArgs) -> Result<ExitCode> {
     let root = root(global)?;
     img_run::reap(&root);
-    let mut failed = false;
-    for what in &args.names.containers {
-        let result = (|| -> Result<()> {
-            let (dir, state) = find(&root, what)?;
+    Ok(each(&args.names.containers, |what| {
+        let (dir, state) = find(&root, what)?;
+        if state.status == "running" {
             if state.is_running() {
                 if !args.force {
                     bail!("container {what} is running: stop it first, or use rm -f");
                 }
-                kill_and_wait(&dir, &state, libc::SIGKILL, Duration::from_secs(10));
-                settle(&dir);
+                match send(what, &state, libc::SIGKILL)? {
+                    Sent::Yes => {
+                        wait_exit(&dir, Duration::from_secs(10));
+                    }
+                    Sent::Exited => {}
+                    Sent::Recycled(e) => warn_recycled(what, &e),
+                }
+            } else if let Some(Err(e @ NotSignalled::Recycled { .. })) =
+                state.pid.map(|p| p.check())
+            {
+                warn_recycled(what, &e);
             }
-            let _ = img_run::cgroup::Cgroup::existing(&state.id).remove();
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => println!("{what}"),
-            Err(e) => {
-                output::error(&e);
-                failed = true;
-            }
+            settled(what, &dir, "removed")?;
         }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+        let _ = img_run::cgroup::Cgroup::existing(&state.id).remove();
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        Ok(())
+    }))
 }
 
 /// Run `img container inspect`.
@@ -360,7 +513,7 @@ pub fn run_inspect(global: &Global, args: InspectArgs) -> Result<ExitCode> {
         "State": {
             "Status": if running { "running" } else { state.status.as_str() },
             "Running": running,
-            "Pid": if running { state.pid } else { None },
+            "Pid": if running { state.pid.map(|p| p.pid) } else { None },
             "ExitCode": state.exit_code,
             "Error": state.error,
             "StartedAt": state.started,
@@ -403,7 +556,7 @@ pub fn run_inspect(global: &Global, args: InspectArgs) -> Result<ExitCode> {
         println!("Image:     {}", state.image);
         println!("Status:    {}", status(&state));
         if running {
-            println!("Pid:       {}", state.pid.unwrap_or(0));
+            println!("Pid:       {}", state.pid.map_or(0, |p| p.pid));
         }
         if let Some(e) = &state.error {
             println!("Error:     {e}");

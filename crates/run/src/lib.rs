@@ -13,6 +13,7 @@ mod error;
 pub mod init;
 pub mod ports;
 mod process;
+pub mod recorded;
 mod rootfs;
 pub mod runtime;
 pub mod seccomp;

@@ -1,8 +1,13 @@
 //! Containers on disk: `ROOT/containers/<id>/` holds `state.json` (what was asked for and
 //! what happened), the runtime spec, the writable layer, and `log`. No daemon: every command
 //! reads these files, and a container whose process is gone is seen as exited.
+//!
+//! Every pid kept here (the container's PID 1, its supervisor) is kept with the process's
+//! start time ([`Recorded`]), so a recycled pid is never taken for the container.
 
 use std::path::{Path, PathBuf};
+
+pub use crate::recorded::{Identity, NotSignalled, Recorded, Stat};
 
 use crate::error::sys;
 use crate::spec::Network;
@@ -67,10 +72,14 @@ pub struct ContainerState {
     pub command: Vec<String>,
     /// `created`, `running` or `exited`.
     pub status: String,
-    /// Host pid of its PID 1 while running.
-    pub pid: Option<u32>,
-    /// Pid of the process supervising it (img itself in the foreground).
-    pub supervisor: Option<u32>,
+    /// Its PID 1 while running: host pid and start time (`pid`, `pid_start_time` in
+    /// state.json).
+    #[serde(flatten, with = "pid_fields")]
+    pub pid: Option<Recorded>,
+    /// The process supervising it (img itself in the foreground): `supervisor`,
+    /// `supervisor_start_time` in state.json.
+    #[serde(flatten, with = "supervisor_fields")]
+    pub supervisor: Option<Recorded>,
     /// The exit code once exited.
     pub exit_code: Option<i32>,
     /// Why it could not start, if it could not.
@@ -114,14 +123,15 @@ impl ContainerState {
         std::fs::rename(&tmp, &path).map_err(sys(path.display()))
     }
 
-    /// Whether its process is alive (a `running` record whose pid is gone is not).
+    /// Whether its process is alive (a `running` record whose process is gone, or whose pid
+    /// another process has now, is not).
     pub fn is_running(&self) -> bool {
-        self.status == "running" && self.pid.is_some_and(process_alive)
+        self.status == "running" && self.pid.is_some_and(|p| p.identity().is_alive())
     }
 
-    /// Whether its supervisor process is alive.
+    /// Whether its supervisor process is alive (and still the one recorded).
     pub fn supervisor_alive(&self) -> bool {
-        self.supervisor.is_some_and(process_alive)
+        self.supervisor.is_some_and(|p| p.identity().is_alive())
     }
 
     /// Every container under `root`, newest first; records that cannot be read are skipped.
@@ -156,17 +166,70 @@ impl ContainerState {
     }
 }
 
-/// Whether a process exists and has not exited: a zombie (dead, not yet reaped by its parent)
-/// counts as gone.
-pub fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .map(|r| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+/// `pid` and `pid_start_time` in state.json, for [`ContainerState::pid`].
+mod pid_fields {
+    use super::Recorded;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Fields {
+        #[serde(default)]
+        pid: Option<u32>,
+        #[serde(default)]
+        pid_start_time: Option<u64>,
+    }
+
+    pub fn serialize<S: serde::Serializer>(r: &Option<Recorded>, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(
+            &Fields {
+                pid: r.map(|r| r.pid),
+                pid_start_time: r.and_then(|r| r.start_time),
+            },
+            s,
+        )
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Recorded>, D::Error> {
+        let f: Fields = serde::Deserialize::deserialize(d)?;
+        Ok(f.pid.map(|pid| Recorded {
+            pid,
+            start_time: f.pid_start_time,
+        }))
+    }
+}
+
+/// `supervisor` and `supervisor_start_time` in state.json, for [`ContainerState::supervisor`].
+mod supervisor_fields {
+    use super::Recorded;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Fields {
+        #[serde(default)]
+        supervisor: Option<u32>,
+        #[serde(default)]
+        supervisor_start_time: Option<u64>,
+    }
+
+    pub fn serialize<S: serde::Serializer>(r: &Option<Recorded>, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(
+            &Fields {
+                supervisor: r.map(|r| r.pid),
+                supervisor_start_time: r.and_then(|r| r.start_time),
+            },
+            s,
+        )
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Recorded>, D::Error> {
+        let f: Fields = serde::Deserialize::deserialize(d)?;
+        Ok(f.supervisor.map(|pid| Recorded {
+            pid,
+            start_time: f.supervisor_start_time,
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -174,17 +237,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_zombie_is_not_alive() {
-        assert!(process_alive(std::process::id()));
-        let child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        // Not waited for: once it exits it is a zombie, which counts as gone.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while process_alive(pid) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert!(!process_alive(pid));
-        drop(child);
+    fn state_json_keeps_start_times_and_old_records_load() {
+        let old = r#"{"id":"ab","name":"n","image":"i","command":["sleep"],"status":"running",
+            "pid":4242,"supervisor":4241,"exit_code":null,"error":null,"created":"c",
+            "started":null,"finished":null,"ports":[],"network":"Private",
+            "auto_remove":false,"lowers":[]}"#;
+        let mut state: ContainerState = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            state.pid,
+            Some(Recorded {
+                pid: 4242,
+                start_time: None
+            })
+        );
+        assert_eq!(
+            state.supervisor,
+            Some(Recorded {
+                pid: 4241,
+                start_time: None
+            })
+        );
+        state.pid = Some(Recorded {
+            pid: 10,
+            start_time: Some(11),
+        });
+        state.supervisor = None;
+        let json: serde_json::Value = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["pid"], 10);
+        assert_eq!(json["pid_start_time"], 11);
+        assert!(json["supervisor"].is_null() && json["supervisor_start_time"].is_null());
+        assert_eq!(json["name"], "n");
+        let back: ContainerState = serde_json::from_value(json).unwrap();
+        assert_eq!(back.pid, state.pid);
+        assert_eq!(back.supervisor, None);
+        // null pids (a created container) load as none
+        let created = old.replace("4242", "null").replace("4241", "null");
+        let state: ContainerState = serde_json::from_str(&created).unwrap();
+        assert_eq!((state.pid, state.supervisor), (None, None));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use oci_spec::runtime::Spec;
 use crate::error::sys;
 use crate::init::Rootfs;
 use crate::spec::Network;
-use crate::state::ContainerState;
+use crate::state::{ContainerState, Recorded};
 use crate::{Error, Launch, Result, ports, runtime, tty};
 
 /// Where the container's stdio goes.
@@ -106,8 +106,10 @@ pub fn supervise(
     };
     let pid = container.child.id();
     state.status = "running".into();
-    state.pid = Some(pid);
-    state.supervisor = Some(std::process::id());
+    // With their start times: the pids may be another process's by the time they are read
+    // (our child is not reaped before `wait`, so its start time is the one read here).
+    state.pid = Some(Recorded::of(pid));
+    state.supervisor = Some(Recorded::of(std::process::id()));
     state.exit_code = None;
     state.error = None;
     state.started = Some(now());
@@ -146,7 +148,8 @@ pub fn supervise(
 
 /// Record containers whose process died with their supervisor (img killed, machine crash) as
 /// exited, remove their cgroups and, for `--rm` ones, their directories; remove cgroups left
-/// by containers that no longer exist. Returns how many it fixed.
+/// by containers that no longer exist. Returns how many it fixed. A recorded pid that another
+/// process has now counts as dead ([`Recorded::identity`]).
 pub fn reap(root: &Path) -> usize {
     let mut fixed = 0;
     let known: Vec<String> = ContainerState::list(root)
