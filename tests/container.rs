@@ -32,18 +32,17 @@ struct Bed {
 }
 
 impl Bed {
-    /// A bed for `test`, or `None` (with the reason printed) when we are not root.
-    fn new(test: &str) -> Option<Bed> {
+    /// A bed for `test` (root only: such tests are ignored unless built by root).
+    fn new(test: &str) -> Bed {
         if !is_root() {
-            eprintln!("skipping {test}: containers need root (namespaces, overlay, cgroups)");
-            return None;
+            panic!("{test}: containers need root (namespaces, overlay, cgroups)");
         }
         let tb = testbed();
-        Some(Bed {
+        Bed {
             root: TestRoot::new(&format!("container-{test}")),
             busybox: tb.plain_ref("busybox:latest"),
             redis: tb.plain_ref("redis:7"),
-        })
+        }
     }
 
     /// Run `img --root ROOT ARGS…` (asserting it did not panic).
@@ -287,10 +286,12 @@ fn sigkill(pid: u64) {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn redis_serves_a_published_port_through_stop_start_and_rm() {
-    let Some(bed) = Bed::new("redis") else {
-        return;
-    };
+    let bed = Bed::new("redis");
     let port = free_port();
     let publish = format!("{port}:6379");
     let id = bed.run_d(&["--name", "cache", "-p", &publish], &bed.redis, &[]);
@@ -414,10 +415,12 @@ fn redis_serves_a_published_port_through_stop_start_and_rm() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn a_detached_containers_output_and_exit_code_are_kept() {
-    let Some(bed) = Bed::new("detached") else {
-        return;
-    };
+    let bed = Bed::new("detached");
     // The command waits for a file in a bind-mounted host directory: the test decides when it
     // goes on, without guessing how long anything takes.
     let gate = bed.root.path.join("gate");
@@ -497,10 +500,12 @@ fn a_detached_containers_output_and_exit_code_are_kept() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn a_detached_command_that_ends_at_once_still_prints_its_id() {
-    let Some(bed) = Bed::new("quick") else {
-        return;
-    };
+    let bed = Bed::new("quick");
     // docker prints the id of any container whose command ran, however short its life. img's
     // run -d polls state.json every 5 ms and takes an `exited` it sees before `running` for a
     // failure to start (src/commands/container.rs, start_detached).
@@ -519,10 +524,12 @@ fn a_detached_command_that_ends_at_once_still_prints_its_id() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn stop_kills_after_the_grace_time_and_rm_and_names_are_guarded() {
-    let Some(bed) = Bed::new("stop") else {
-        return;
-    };
+    let bed = Bed::new("stop");
     let id = bed.run_d(&["--name", "same"], &bed.busybox, &["sleep", "300"]);
     let pid = bed.state(&id)["pid"].as_u64().expect("pid");
     assert!(alive(pid));
@@ -692,14 +699,16 @@ impl Terminal {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn run_it_gives_the_container_a_terminal_of_its_own() {
-    let Some(bed) = Bed::new("tty") else {
-        return;
-    };
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipping: util-linux `script` is not installed");
-        return;
-    }
+    let bed = Bed::new("tty");
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "util-linux `script` is not installed (tools/test installs it)"
+    );
     let busybox = bed.busybox.clone();
 
     // a terminal in the container's own devpts; the command's exit code comes back
@@ -786,10 +795,12 @@ fn foreground_child_named(pid: u64, name: &str) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn ps_cleans_up_after_a_killed_supervisor() {
-    let Some(bed) = Bed::new("crash") else {
-        return;
-    };
+    let bed = Bed::new("crash");
     let id = bed.run_d(&["--name", "orphan"], &bed.busybox, &["sleep", "300"]);
     let dir = bed.dir(&id);
     let state = bed.state(&id);
@@ -849,10 +860,12 @@ fn ps_cleans_up_after_a_killed_supervisor() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn ps_right_after_the_crash_records_it() {
-    let Some(bed) = Bed::new("crash-zombie") else {
-        return;
-    };
+    let bed = Bed::new("crash-zombie");
     let id = bed.run_d(&[], &bed.busybox, &["sleep", "300"]);
     let state = bed.state(&id);
     let pid = state["pid"].as_u64().expect("pid");

@@ -40,16 +40,15 @@ struct Bed {
 }
 
 impl Bed {
-    /// A bed for `test`, or `None` (with the reason printed) when we are not root.
-    fn new(test: &str) -> Option<Bed> {
+    /// A bed for `test` (root only: such tests are ignored unless built by root).
+    fn new(test: &str) -> Bed {
         if !is_root() {
-            eprintln!("skipping {test}: img run needs root (namespaces, overlay, cgroups)");
-            return None;
+            panic!("{test}: img run needs root (namespaces, overlay, cgroups)");
         }
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut bed = Bed::another(test);
         bed._serial = Some(serial);
-        Some(bed)
+        bed
     }
 
     /// A second bed for a test that already holds [`SERIAL`] through its first.
@@ -263,10 +262,12 @@ fn snapshots(root: &Path) -> BTreeMap<PathBuf, (BTreeMap<String, String>, String
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn exit_codes_are_dockers() {
-    let Some(bed) = Bed::new("exit-codes") else {
-        return;
-    };
+    let bed = Bed::new("exit-codes");
     let run = bed.run_rm(&[], &["sh", "-c", "exit 7"]);
     assert_eq!(run.code, 7, "the command's own exit code: {run}");
     let run = bed.run_rm(&[], &["true"]);
@@ -304,10 +305,12 @@ fn exit_codes_are_dockers() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn invalid_flag_values_exit_125_like_docker() {
-    let Some(bed) = Bed::new("flag-values") else {
-        return;
-    };
+    let bed = Bed::new("flag-values");
     // docker run answers an unparsable flag value with 125 ("invalid argument … for flag"),
     // whichever flag it is.
     for flags in [
@@ -323,10 +326,12 @@ fn invalid_flag_values_exit_125_like_docker() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn env_workdir_and_user_reach_the_process() {
-    let Some(bed) = Bed::new("env-user") else {
-        return;
-    };
+    let bed = Bed::new("env-user");
     let run = bed.run_rm(
         &["-e", "FOO=bar", "-w", "/tmp", "-u", "1000:1000"],
         &["sh", "-c", "echo $FOO; pwd; id -u; id -g"],
@@ -357,10 +362,12 @@ fn env_workdir_and_user_reach_the_process() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn the_command_is_pid_1_and_the_hostname_is_the_short_id() {
-    let Some(bed) = Bed::new("pid1-hostname") else {
-        return;
-    };
+    let bed = Bed::new("pid1-hostname");
     let run = bed.run_rm(&[], &["sh", "-c", "echo $$"]);
     run.assert_ok();
     assert_eq!(run.stdout, "1\n", "{run}");
@@ -413,10 +420,12 @@ fn the_command_is_pid_1_and_the_hostname_is_the_short_id() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn a_memory_limit_kills_with_137() {
-    let Some(bed) = Bed::new("memory") else {
-        return;
-    };
+    let bed = Bed::new("memory");
     let hog = "x=$(head -c 64000000 /dev/zero | tr \"\\0\" a); echo ${#x}";
     // without a limit the allocation succeeds: the limit is what kills it below
     let run = bed.run_rm(&[], &["sh", "-c", hog]);
@@ -441,10 +450,12 @@ fn a_memory_limit_kills_with_137() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn a_pids_limit_stops_a_fork_bomb() {
-    let Some(bed) = Bed::new("pids") else {
-        return;
-    };
+    let bed = Bed::new("pids");
     let bomb = "for i in $(seq 20); do sleep 1 & done; wait";
     let run = bed.run_rm(&[], &["sh", "-c", bomb]);
     run.assert_ok();
@@ -477,10 +488,12 @@ fn wait_running(bed: &Bed, child: &mut Child) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn limits_are_written_to_the_containers_cgroups() {
-    let Some(bed) = Bed::new("cgroup-files") else {
-        return;
-    };
+    let bed = Bed::new("cgroup-files");
     // pull first, so the container starts right away
     bed.root.ok(&["pull", &bed.busybox]);
     let mut child = bed
@@ -546,10 +559,12 @@ fn limits_are_written_to_the_containers_cgroups() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn the_writable_layer_is_per_container_and_snapshots_stay_intact() {
-    let Some(bed) = Bed::new("upper") else {
-        return;
-    };
+    let bed = Bed::new("upper");
     // the first run prepares the snapshots
     bed.run_rm(&[], &["true"]).assert_ok();
     let snaps_before = snapshots(&bed.root.path);
@@ -652,10 +667,12 @@ fn the_writable_layer_is_per_container_and_snapshots_stay_intact() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn network_modes() {
-    let Some(bed) = Bed::new("network") else {
-        return;
-    };
+    let bed = Bed::new("network");
     let lo_only: BTreeSet<String> = ["lo".to_string()].into();
     for flags in [&[][..], &["--network", "none"][..]] {
         let run = bed.run_rm(flags, &["cat", "/proc/net/dev"]);
@@ -679,10 +696,12 @@ fn network_modes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn volumes_and_a_read_only_root() {
-    let Some(bed) = Bed::new("volumes") else {
-        return;
-    };
+    let bed = Bed::new("volumes");
     let host = bed.root.path.join("host-dir");
     fs::create_dir_all(&host).unwrap();
     fs::write(host.join("f"), "hello\n").unwrap();
@@ -725,14 +744,16 @@ fn volumes_and_a_read_only_root() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn a_bundle_runs_under_runc_like_img_run() {
-    let Some(bed) = Bed::new("bundle") else {
-        return;
-    };
-    if Command::new("runc").arg("--version").output().is_err() {
-        eprintln!("skipping: runc is not installed (apt-get install runc)");
-        return;
-    }
+    let bed = Bed::new("bundle");
+    assert!(
+        Command::new("runc").arg("--version").output().is_ok(),
+        "runc is not installed (tools/test installs it)"
+    );
     let script = "echo hi; echo $$; id -u; id -g; pwd; echo $HOME; ls /; cat /etc/passwd; \
                   wc -l < /proc/net/dev; cat /etc/hostname; hostname";
     let bundle = bed.root.path.join("bundle");
@@ -792,10 +813,12 @@ fn a_bundle_runs_under_runc_like_img_run() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn redis_server_runs() {
-    let Some(bed) = Bed::new("redis") else {
-        return;
-    };
+    let bed = Bed::new("redis");
     let redis = testbed().plain_ref("redis:7");
     let run = bed.run_rm_image(&[], &redis, &["redis-server", "--version"]);
     run.assert_ok();
@@ -804,10 +827,12 @@ fn redis_server_runs() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn concurrent_runs_in_two_roots_all_start() {
-    let Some(a) = Bed::new("concurrent-a") else {
-        return;
-    };
+    let a = Bed::new("concurrent-a");
     let b = Bed::another("concurrent-b");
     // cgroups are the machine's, container directories each root's own: a container starting
     // in one root must not lose its new cgroup to a run in the other
@@ -842,14 +867,16 @@ fn concurrent_runs_in_two_roots_all_start() {
 /// `--bundle relb` (a relative path) wrote bind sources as `relb/hosts`, which runc resolved
 /// inside the bundle (`relb/relb/hosts`) and failed on: paths in a bundle are absolute.
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn a_relative_bundle_path_runs_under_runc() {
-    let Some(bed) = Bed::new("relative-bundle") else {
-        return;
-    };
-    if Command::new("runc").arg("--version").output().is_err() {
-        eprintln!("skipping: runc is not installed (apt-get install runc)");
-        return;
-    }
+    let bed = Bed::new("relative-bundle");
+    assert!(
+        Command::new("runc").arg("--version").output().is_ok(),
+        "runc is not installed (tools/test installs it)"
+    );
     fs::create_dir_all(&bed.root.path).unwrap();
     let out = bed
         .root

@@ -26,15 +26,14 @@ use support::{
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/// Whether the test can run; prints why not when it cannot.
+/// Checks that a root-only test (marked ignored unless built by root, see build.rs) really
+/// runs as root: a binary built by root and run by another user fails instead of passing.
 fn need_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    eprintln!(
-        "skipping {test}: needs root (owners, device nodes, trusted.* xattrs and overlayfs mounts)"
+    assert!(
+        is_root(),
+        "{test} needs root (owners, device nodes, trusted.* xattrs and overlayfs mounts)"
     );
-    false
+    true
 }
 
 /// A fresh scratch directory for one test (unpack targets, umoci bundles), next to the store
@@ -337,6 +336,10 @@ fn assert_edge_features(tree: &Tree) {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn unpack_busybox_equals_umoci() {
     if !need_root("unpack_busybox_equals_umoci") {
         return;
@@ -346,6 +349,10 @@ fn unpack_busybox_equals_umoci() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn unpack_redis_equals_umoci() {
     if !need_root("unpack_redis_equals_umoci") {
         return;
@@ -359,6 +366,10 @@ fn unpack_redis_equals_umoci() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn unpack_edge_equals_umoci() {
     if !need_root("unpack_edge_equals_umoci") {
         return;
@@ -369,6 +380,10 @@ fn unpack_edge_equals_umoci() {
 
 /// Docker media types (the registry serves the busybox layout converted to schema 2).
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn unpack_docker_v2s2_equals_umoci() {
     if !need_root("unpack_docker_v2s2_equals_umoci") {
         return;
@@ -378,6 +393,10 @@ fn unpack_docker_v2s2_equals_umoci() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn unpack_layers_hardlinks_equals_umoci() {
     if !need_root("unpack_layers_hardlinks_equals_umoci") {
         return;
@@ -417,6 +436,10 @@ fn unpack_layers_hardlinks_equals_umoci() {
 /// umoci 0.4.7 cannot read zstd layers: the zstd image is compared with img's unpack of its
 /// gzip twin and with umoci's unpack of that twin.
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn unpack_zstd_equals_its_gzip_twin_and_umoci() {
     let test = "unpack-zstd";
     if !need_root(test) {
@@ -443,6 +466,10 @@ fn unpack_zstd_equals_its_gzip_twin_and_umoci() {
 // 2. the rootfs works
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn unpacked_redis_runs_in_a_chroot() {
     let test = "unpack-chroot";
     if !need_root(test) {
@@ -544,6 +571,10 @@ fn assert_merged_equals_flattened(merged: &Path, flat: &Path, what: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn mount_redis_is_copy_on_write_over_shared_snapshots() {
     let test = "mount-redis";
     if !need_root(test) {
@@ -676,6 +707,10 @@ fn mount_layers_hardlinks_equals_its_unpack() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn gc_keeps_the_snapshots_a_mount_needs() {
     let test = "mount-gc";
     if !need_root(test) {
@@ -709,6 +744,10 @@ fn gc_keeps_the_snapshots_a_mount_needs() {
 /// The snapshots `img pull --unpack edge:latest` prepares are keyed by chain ID and in
 /// overlayfs' form, checked against the layer tars themselves (`tar -tzf`).
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn pull_unpack_prepares_overlay_snapshots_that_gc_keeps_until_rmi() {
     let test = "pull-unpack";
     if !need_root(test) {
@@ -808,6 +847,10 @@ fn pull_unpack_prepares_overlay_snapshots_that_gc_keeps_until_rmi() {
 
 /// A snapshot without its `meta.json` is reported by fsck, by chain ID.
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn fsck_names_an_incomplete_snapshot() {
     let test = "fsck-snapshot";
     if !need_root(test) {
@@ -846,6 +889,10 @@ fn fsck_names_an_incomplete_snapshot() {
 /// Once fsck has said a snapshot is incomplete, the ordinary commands must get the store back
 /// to a clean fsck: gc (which may drop it) followed by `pull --unpack` (which may rebuild it).
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn an_incomplete_snapshot_is_repaired_by_gc_and_pull_unpack() {
     let test = "fsck-repair";
     if !need_root(test) {
@@ -1253,6 +1300,7 @@ macro_rules! hostile_tests {
         mod hostile_snapshots {
             $(
                 #[test]
+                #[cfg_attr(not(img_root), ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does")]
                 fn $name() {
                     super::hostile_snapshots($repo, super::Outcome::$outcome);
                 }
@@ -1319,6 +1367,10 @@ fn store_with_wrong_diff_id(root: &TestRoot, image: &str, k: usize, name: &str) 
 /// and index all consistent, only the diff_id wrong): unpack and mount fail naming the layer,
 /// and leave nothing behind.
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn a_wrong_diff_id_fails_unpack_and_mount_leaving_nothing() {
     let test = "diff-id";
     let tb = testbed();
@@ -1626,6 +1678,10 @@ fn implicit_parent_layers() -> Vec<Value> {
 
 /// An implied directory keeps the owner and mode a lower layer gave it.
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn implicit_parent_dirs_keep_their_lower_metadata_flattened() {
     let test = "implicit-parents-flat";
     if !need_root(test) {
@@ -1647,6 +1703,10 @@ fn implicit_parent_dirs_keep_their_lower_metadata_flattened() {
 /// The same in a mount: overlayfs shows the topmost layer's copy of a directory, so the
 /// snapshot of the second layer must not hold a default (root 0755) one.
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn implicit_parent_dirs_keep_their_lower_metadata_mounted() {
     let test = "implicit-parents-mount";
     if !need_root(test) {
@@ -1677,6 +1737,10 @@ fn same_layer_whiteout_layers() -> Vec<Value> {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn a_whiteout_spares_its_own_layer_flattened() {
     let test = "same-layer-whiteout-flat";
     if !need_root(test) {
@@ -1689,6 +1753,10 @@ fn a_whiteout_spares_its_own_layer_flattened() {
 }
 
 #[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn a_whiteout_spares_its_own_layer_mounted() {
     let test = "same-layer-whiteout-mount";
     if !need_root(test) {
