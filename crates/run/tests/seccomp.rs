@@ -489,12 +489,10 @@ fn sys_admin_allows_namespaces_and_clone3() {
 }
 
 #[test]
+#[cfg_attr(not(img_root), ignore = "needs root (CAP_SYS_ADMIN)")]
 fn installs_with_cap_sys_admin_instead_of_no_new_privs() {
     run_case_if_child();
-    if !has_cap_sys_admin() {
-        eprintln!("skipped: needs CAP_SYS_ADMIN");
-        return;
-    }
+    assert!(has_cap_sys_admin(), "needs CAP_SYS_ADMIN (root has it)");
     let out = child(
         "installs_with_cap_sys_admin_instead_of_no_new_privs",
         "without_no_new_privs",
