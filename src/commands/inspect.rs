@@ -11,14 +11,15 @@ use crate::output;
 /// Arguments of `img inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The image, as pulled (`redis:7`), or a digest prefix
+    /// The image: as pulled (`redis:7`), by ID (the config digest, `sha256:` optional) or a
+    /// unique ID prefix, or by a digest prefix
     pub image: String,
 }
 
 /// Run `img inspect`.
 pub fn run(global: &Global, args: InspectArgs) -> Result<ExitCode> {
     let store = super::store(global)?;
-    let image = super::image(&store, &args.image)?;
+    let image = super::stored_names(&store, &args.image)?.image(&store)?;
     if global.json {
         let config: serde_json::Value = serde_json::from_slice(&image.config_json)
             .with_context(|| format!("config of {}", image.name))?;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use img_registry::Reference;
-use img_store::{Image, Store};
+use img_store::{Digest, IdMatch, Image, Store, is_full_image_id};
 
 use crate::Global;
 
@@ -49,7 +49,7 @@ pub fn store(global: &Global) -> Result<Store> {
 
 /// The store's name for what the user typed: its normalized reference when one is stored,
 /// else the text itself as a stored name, else a unique digest prefix (`sha256:` optional).
-pub fn resolve_name(store: &Store, input: &str) -> Result<String> {
+fn resolve_name(store: &Store, input: &str) -> Result<String> {
     let normalized = Reference::parse(input).map(|r| r.to_string());
     let refs = store.refs()?;
     let names: Vec<&str> = refs.iter().filter_map(img_store::ref_name).collect();
@@ -84,12 +84,86 @@ pub fn resolve_name(store: &Store, input: &str) -> Result<String> {
     }
 }
 
+/// Stored references found for what the user typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The image ID (the config's digest), when `input` was an ID or a prefix of one.
+    pub id: Option<Digest>,
+    /// The reference named, or every reference to the image with that ID, in `index.json`
+    /// order; never empty.
+    pub names: Vec<String>,
+}
+
+impl Stored {
+    /// The image behind the first name.
+    pub fn image(&self, store: &Store) -> Result<Image> {
+        let name = self.names.first().context("no stored reference")?;
+        store
+            .image(name)
+            .with_context(|| format!("reading image {name}"))
+    }
+}
+
+/// How many IDs an ambiguous-prefix error lists.
+const LISTED_IDS: usize = 5;
+
+/// Look `input` up in the store as docker does, before any registry: a stored reference (as
+/// typed or normalized) first, then an image ID (`HEX`, `sha256:HEX`) or a prefix of one that
+/// fits one image ID only, whatever its length. `Ok(None)` when neither fits; an error naming
+/// `input` when the prefix fits several IDs.
+pub fn find_stored(store: &Store, input: &str) -> Result<Option<Stored>> {
+    let normalized = Reference::parse(input).ok().map(|r| r.to_string());
+    for name in normalized.as_deref().into_iter().chain([input]) {
+        if store.find_ref(name)?.is_some() {
+            return Ok(Some(Stored {
+                id: None,
+                names: vec![name.to_string()],
+            }));
+        }
+    }
+    match store.find_image_id(input)? {
+        IdMatch::None => Ok(None),
+        IdMatch::One { id, names } => Ok(Some(Stored {
+            id: Some(id),
+            names,
+        })),
+        IdMatch::Ambiguous(ids) => {
+            let mut listed: Vec<String> = ids
+                .iter()
+                .take(LISTED_IDS)
+                .map(|d| img_store::digest::short(d).to_string())
+                .collect();
+            if ids.len() > LISTED_IDS {
+                listed.push(format!("and {} more", ids.len() - LISTED_IDS));
+            }
+            bail!(
+                "image ID prefix {input:?} is ambiguous: {} images have IDs starting so ({}); give more digits",
+                ids.len(),
+                listed.join(", ")
+            )
+        }
+    }
+}
+
+/// The stored references `input` names, without any registry: [`find_stored`], then img's
+/// lookup by a digest prefix of a stored manifest. An error naming `input` when nothing fits.
+pub fn stored_names(store: &Store, input: &str) -> Result<Stored> {
+    if let Some(found) = find_stored(store, input)? {
+        return Ok(found);
+    }
+    match resolve_name(store, input) {
+        Ok(name) => Ok(Stored {
+            id: None,
+            names: vec![name],
+        }),
+        Err(_) if is_full_image_id(input) => bail!("no image with ID {input:?} in the store"),
+        Err(e) => Err(e),
+    }
+}
+
 /// Read the stored image the user named.
 pub fn image(store: &Store, input: &str) -> Result<Image> {
-    let name = resolve_name(store, input)?;
-    store
-        .image(&name)
-        .with_context(|| format!("reading image {name}"))
+    stored_names(store, input)?.image(store)
 }
 
 /// The stored image the user named, pulled first when the store does not have it (or has it

@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use img_registry::auth::AuthFiles;
 use img_registry::{
     Client, ClientOptions, Credentials, Log, Platform, PullOptions, RegistriesConf,
 };
+use img_store::{Image, Store, is_full_image_id};
 
 use crate::Global;
 use crate::progress::Bars;
@@ -43,13 +44,34 @@ pub struct ImageSource {
 }
 
 impl ImageSource {
-    /// The stored image named `input`, pulled first when needed.
-    pub fn image(
-        &self,
-        global: &Global,
-        input: &str,
-    ) -> Result<(img_store::Store, img_store::Image)> {
-        super::image_or_pull(global, &self.registry, input, self.platform.as_deref())
+    /// The stored image named `input`, pulled first when needed. Looked up as docker does: a
+    /// stored reference, then an image ID or unique ID prefix (see [`super::find_stored`]), then a
+    /// digest prefix of a stored manifest; only a name that none of these finds is pulled. An
+    /// image ID is never pulled: a whole one that is not stored is an error, and so is a
+    /// stored image by ID for another platform than `--platform`.
+    pub fn image(&self, global: &Global, input: &str) -> Result<(Store, Image)> {
+        let store = super::store(global)?;
+        let by_id = match super::find_stored(&store, input)? {
+            Some(found) if found.id.is_some() => Some(found),
+            None if is_full_image_id(input) => Some(super::stored_names(&store, input)?),
+            _ => None,
+        };
+        let Some(found) = by_id else {
+            return super::image_or_pull(global, &self.registry, input, self.platform.as_deref());
+        };
+        let image = found.image(&store)?;
+        if let Some(wanted) = self.platform.as_deref() {
+            let wanted: Platform = wanted.parse()?;
+            let have = Platform {
+                os: image.config.os().to_string(),
+                architecture: image.config.architecture().to_string(),
+                variant: image.config.variant().clone(),
+            };
+            if !wanted.matches(&have) {
+                bail!("image {input:?} is for {have}, not {wanted} (an image ID is never pulled)");
+            }
+        }
+        Ok((store, image))
     }
 }
 

@@ -25,7 +25,11 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Parse and normalize a reference as a user types it.
+    /// Parse and normalize a reference as a user types it, by the grammar of
+    /// distribution/reference. Refused, with the bad part named: 64 hex digits alone (an
+    /// image ID, not a name), a digest whose algorithm the store cannot verify (only sha256
+    /// and sha512) or with the wrong number of hex digits, anything but `:PORT` after a
+    /// bracketed IPv6 registry, and a port above 65535 (the grammar takes any digits).
     pub fn parse(input: &str) -> Result<Reference> {
         let bad = |reason: String| Error::InvalidReference {
             input: input.to_string(),
@@ -34,14 +38,24 @@ impl Reference {
         if input.is_empty() {
             return Err(bad("empty reference".into()));
         }
+        if is_image_id(input) {
+            return Err(bad(
+                "64 hex digits are an image ID, not a repository name".into()
+            ));
+        }
         let (rest, digest) = match input.split_once('@') {
             Some((name, d)) => {
-                let digest = img_store::digest::parse(d)
-                    .map_err(|_| bad(format!("invalid digest {d:?}")))?;
+                let digest =
+                    parse_digest(d).map_err(|r| bad(format!("invalid digest {d:?}: {r}")))?;
                 (name, Some(digest))
             }
             None => (input, None),
         };
+        if rest.starts_with('[') && !rest.contains('/') {
+            return Err(bad(
+                "an IPv6 registry needs a repository after it ([ADDR]:PORT/REPO)".into(),
+            ));
+        }
         // A tag follows the last ':' that comes after the last '/'.
         let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
         let (name, tag) = match rest[last_slash..].rfind(':') {
@@ -97,6 +111,13 @@ impl Reference {
         input
             .split_once('/')
             .is_some_and(|(first, _)| is_registry(first))
+    }
+
+    /// Whether `input` is exactly 64 lower-case hex digits: the short form of an image ID
+    /// (`sha256:` left out), which docker (and [`Reference::parse`]) refuses as a repository
+    /// name. Such input names a local image by ID and is never pulled.
+    pub fn is_image_id(input: &str) -> bool {
+        is_image_id(input)
     }
 
     /// The registry as named in the reference (`docker.io`, `127.0.0.1:5000`).
@@ -184,9 +205,22 @@ fn is_registry(first: &str) -> bool {
 fn check_registry(registry: &str) -> std::result::Result<(), String> {
     let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or("unclosed '['")?;
-        v6.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| format!("{v6:?} is not an IPv6 address"))?;
-        (None, after.strip_prefix(':'))
+        // Only hex digits and colons, as the reference grammar: no zone (`%eth0`), no
+        // embedded IPv4 (`::ffff:1.2.3.4`).
+        if v6.is_empty()
+            || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':')
+            || v6.parse::<std::net::Ipv6Addr>().is_err()
+        {
+            return Err(format!("{v6:?} is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return Err(format!("{after:?} after ']': only \":PORT\" may follow")),
+            },
+        };
+        (None, port)
     } else {
         match registry.split_once(':') {
             Some((h, p)) => (Some(h), Some(p)),
@@ -205,12 +239,50 @@ fn check_registry(registry: &str) -> std::result::Result<(), String> {
             return Err(format!("{host:?} is not a host name"));
         }
     }
-    if let Some(port) = port
-        && port.parse::<u16>().is_err()
-    {
-        return Err(format!("{port:?} is not a port number"));
+    if let Some(port) = port {
+        // Digits only (`u16::from_str` would take "+80"), and at most 65535: the reference
+        // grammar takes any digits, but no such port exists.
+        let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        if !digits || port.parse::<u16>().is_err() {
+            return Err(format!("{port:?} is not a port number (0-65535)"));
+        }
     }
     Ok(())
+}
+
+fn is_image_id(input: &str) -> bool {
+    input.len() == 64
+        && input
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A digest as a reference may pin one: `ALGORITHM:HEX` with an algorithm the store can
+/// verify (sha256, sha512) and exactly as many lower-case hex digits as it produces.
+fn parse_digest(d: &str) -> std::result::Result<Digest, String> {
+    let (algorithm, hex) = d
+        .split_once(':')
+        .ok_or("expected ALGORITHM:HEX (sha256:…)")?;
+    let want = match algorithm {
+        "sha256" => 64,
+        "sha512" => 128,
+        "" => return Err("empty algorithm".into()),
+        other => {
+            return Err(format!(
+                "algorithm {other:?} is not supported (supported: sha256, sha512)"
+            ));
+        }
+    };
+    if let Some(c) = hex.chars().find(|&c| !matches!(c, '0'..='9' | 'a'..='f')) {
+        return Err(format!("{c:?} is not a lower-case hex digit"));
+    }
+    if hex.len() != want {
+        return Err(format!(
+            "{algorithm} takes {want} hex digits, not {}",
+            hex.len()
+        ));
+    }
+    img_store::digest::parse(d).map_err(|e| e.to_string())
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`

@@ -77,7 +77,79 @@ impl Image {
     }
 }
 
+/// What an image ID, or a prefix of one, names among the stored images. An image's ID is its
+/// config's digest, as docker has it (`sha256:…`; `docker images` shows 12 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdMatch {
+    /// The input is not an ID's form, or no stored image's ID fits it.
+    None,
+    /// One image ID fits.
+    One {
+        /// The image ID.
+        id: Digest,
+        /// The stored references to that image, in `index.json` order.
+        names: Vec<String>,
+    },
+    /// Several image IDs start with the prefix (sorted).
+    Ambiguous(Vec<Digest>),
+}
+
+/// An image ID or ID prefix as docker takes one: lower-case hex alone (`3f57d9401f8d`, all 64
+/// digits meaning `sha256:` + them) or after `sha256:`/`sha512:` (a prefix of the hex too).
+/// `None` for any other form. Returns the algorithm (when given or implied) and the hex.
+pub fn parse_image_id(input: &str) -> Option<(Option<&str>, &str)> {
+    let (algorithm, hex) = match input.split_once(':') {
+        Some((alg @ ("sha256" | "sha512"), hex)) => (Some(alg), hex),
+        Some(_) => return None,
+        None if input.len() == 64 => (Some("sha256"), input),
+        None => (None, input),
+    };
+    let max = if algorithm == Some("sha512") { 128 } else { 64 };
+    let is_hex = hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (!hex.is_empty() && hex.len() <= max && is_hex).then_some((algorithm, hex))
+}
+
+/// Whether `input` is a whole image ID (`HEX64`, `sha256:HEX64`, `sha512:HEX128`), which can
+/// only name a stored image by ID (never a repository to pull).
+pub fn is_full_image_id(input: &str) -> bool {
+    match parse_image_id(input) {
+        Some((Some("sha512"), hex)) => hex.len() == 128,
+        Some((Some(_), hex)) => hex.len() == 64,
+        _ => false,
+    }
+}
+
 impl Store {
+    /// Find stored images by ID (their config's digest) or a prefix of one, as docker does:
+    /// a prefix fits when it is unique among the IDs, whatever its length (several
+    /// references to one image are one ID). Entries that cannot be read are skipped: their
+    /// ID is unknown.
+    pub fn find_image_id(&self, input: &str) -> Result<IdMatch> {
+        let Some((algorithm, hex)) = parse_image_id(input) else {
+            return Ok(IdMatch::None);
+        };
+        let mut fits: Vec<(Digest, String)> = Vec::new();
+        for (name, image) in self.images()? {
+            let Ok(image) = image else { continue };
+            let id = image.manifest.config().digest();
+            let same_algorithm = algorithm.is_none_or(|a| id.algorithm().as_ref() == a);
+            if same_algorithm && id.digest().starts_with(hex) {
+                fits.push((id.clone(), name));
+            }
+        }
+        let mut ids: Vec<Digest> = fits.iter().map(|(id, _)| id.clone()).collect();
+        ids.sort_by_key(|d| d.to_string());
+        ids.dedup();
+        Ok(match ids.len() {
+            0 => IdMatch::None,
+            1 => IdMatch::One {
+                id: ids.remove(0),
+                names: fits.into_iter().map(|(_, name)| name).collect(),
+            },
+            _ => IdMatch::Ambiguous(ids),
+        })
+    }
+
     /// Read the image named `name`.
     pub fn image(&self, name: &str) -> Result<Image> {
         let descriptor = self
@@ -167,5 +239,44 @@ impl Store {
         let bytes = self.read_blob(descriptor.digest())?;
         let declared = descriptor.media_type().to_string();
         manifest::parse(descriptor.digest(), Some(&declared), &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_id_forms() {
+        let hex = "a".repeat(64);
+        assert_eq!(parse_image_id(&hex), Some((Some("sha256"), hex.as_str())));
+        assert_eq!(parse_image_id("3f57d9401f8d"), Some((None, "3f57d9401f8d")));
+        assert_eq!(parse_image_id("a"), Some((None, "a")));
+        assert_eq!(
+            parse_image_id("sha256:3f57"),
+            Some((Some("sha256"), "3f57"))
+        );
+        let long = "b".repeat(128);
+        assert_eq!(
+            parse_image_id(&format!("sha512:{long}")),
+            Some((Some("sha512"), long.as_str()))
+        );
+        for not_id in [
+            "",
+            "sha256:",
+            "busybox",
+            "3F57D9401F8D",
+            "md5:3f57",
+            "127.0.0.1:5000/app",
+            &format!("{hex}0"),
+            &format!("sha256:{hex}0"),
+        ] {
+            assert_eq!(parse_image_id(not_id), None, "{not_id}");
+        }
+        assert!(is_full_image_id(&hex));
+        assert!(is_full_image_id(&format!("sha256:{hex}")));
+        assert!(is_full_image_id(&format!("sha512:{long}")));
+        assert!(!is_full_image_id(&hex[..63]));
+        assert!(!is_full_image_id(&format!("sha512:{hex}")));
     }
 }

@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
 pub use gc::{FsckReport, GcReport, Problem};
-pub use image::Image;
+pub use image::{IdMatch, Image, is_full_image_id, parse_image_id};
 pub use ingest::Ingest;
 pub use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
 pub use snapshot::{SnapshotTemp, chain_ids};
