@@ -32,8 +32,15 @@ pub(crate) fn close_one(fd: i32) {
 /// path through a descriptor leaked from the host would land outside.
 pub(crate) fn enter_cwd(cwd: &Path) -> Result<()> {
     let what = || format!("working directory {}", cwd.display());
-    std::fs::create_dir_all(cwd).map_err(sys(what()))?;
-    rustix::process::chdir(cwd).map_err(errno(what()))?;
+    // After pivot_root `/` is the container's: made as a mount point is, through the image's
+    // symlinks (a dangling one's target is made), as runc does.
+    let root = crate::rootfs::Root::open(Path::new("/"))?;
+    let dir = root.ensure(
+        cwd,
+        crate::rootfs::Create::Dir,
+        crate::rootfs::Links::Follow,
+    )?;
+    rustix::process::fchdir(&dir).map_err(errno(what()))?;
     // getcwd fails (ENOENT, "(unreachable)") for a directory outside our root.
     match rustix::process::getcwd(Vec::new()) {
         Ok(_) => Ok(()),

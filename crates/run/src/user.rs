@@ -19,11 +19,37 @@ pub struct User {
 }
 
 /// Resolve `spec` (`name`, `uid`, `name:group`, `uid:gid`; empty means root) against the
-/// files under `root`.
+/// files under `root`. They are read inside `root` (`RESOLVE_IN_ROOT`): an image whose
+/// `/etc/passwd` is a symlink to a host file gets its own file or none, never the host's.
 pub fn resolve(root: &Path, spec: &str) -> Result<User> {
-    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
-    let group = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+    let passwd = read_in_root(root, "etc/passwd")?;
+    let group = read_in_root(root, "etc/group")?;
     resolve_in(&passwd, &group, spec)
+}
+
+/// The text of `rel` inside `root`, symlinks resolved as if `root` were `/`; empty when it
+/// does not exist.
+fn read_in_root(root: &Path, rel: &str) -> Result<String> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let what = || format!("{} in {}", rel, root.display());
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(crate::error::errno(root.display()))?;
+    let file = match rustix::fs::openat2(
+        &dir,
+        rel,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(rustix::io::Errno::NOENT) => return Ok(String::new()),
+        Err(e) => return Err(crate::error::errno(what())(e)),
+    };
+    std::io::read_to_string(file).map_err(crate::error::sys(what()))
 }
 
 /// Resolve against the text of `passwd` and `group` files.

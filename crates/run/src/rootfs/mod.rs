@@ -106,14 +106,13 @@ impl Root {
                 Step::Dangling(next) => path = next,
             }
         }
-        Err(errno(format!(
-            "mount point {} in the container",
-            dest.display()
-        ))(rustix::io::Errno::LOOP))
+        Err(errno(format!("{} in the container", dest.display()))(
+            rustix::io::Errno::LOOP,
+        ))
     }
 
     fn ensure_once(&self, dest: &Path, path: &Path, last: Create, links: Links) -> Result<Step> {
-        let what = || format!("mount point {} in the container", dest.display());
+        let what = || format!("{} in the container", dest.display());
         let refused = |e: rustix::io::Errno| {
             if e == rustix::io::Errno::LOOP && links == Links::Refuse {
                 crate::Error::Config(format!(
