@@ -25,9 +25,15 @@ Subcommands (all paths are plain filesystem paths):
                                   check that REGISTRY serves those images as
                                   built in OCIDIR/<repo prefix> with the layer
                                   tars of TARDIR byte for byte, then write the
-                                  manifest tests loop over (hostile.json)
+                                  manifest tests loop over (hostile.json); also
+                                  builds and pushes the runtime-hostile images
+                                  (RUNTIME, listed under "runtime")
+  runtime-images OCIDIR TARDIR REGISTRY
+                                  only build and push those (on OCIDIR/busybox),
+                                  printing their hostile.json entries
 """
 
+import gzip
 import hashlib
 import io
 import json
@@ -37,6 +43,7 @@ import stat
 import struct
 import sys
 import tarfile
+import urllib.error
 import urllib.request
 import zlib
 
@@ -771,15 +778,245 @@ def hostile_check(ocidir, tardir, registry, out):
             "sentinels": "create these (relative to the target) before unpacking; they must survive",
             "max_bytes": "{path in target: n}: if present, at most n bytes",
             "after": "benign images: the tree after each layer",
+            "runtime": "images img run must contain (busybox + symlinks to /var/tmp/img-victim): "
+                       "expect 'refused' (exit 125 naming path), 'runs' (resolved inside the "
+                       "root) or 'either'; the host's /var/tmp/img-victim must stay untouched",
         },
         "images": entries,
         "benign": benign,
+        "runtime": runtime_images(ocidir, tardir, registry),
     }
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
     os.rename(tmp, out)
+
+
+# --------------------------------------------------------------------------
+# runtime-hostile images: what `img run` (and runc on `img run --bundle`) must
+# keep inside the container's root. Each is busybox:latest's layer plus one
+# python-written layer planting symlinks that point at VICTIM, a host path the
+# tests fill with canary files before running the image and check afterwards
+# (same inodes, contents, mtimes, no new entries), whatever the outcome. The
+# image carries its own decoys at the same paths, so a runtime that resolves
+# inside the root finds something there (or creates it there).
+#
+# Built and pushed by runtime_images() straight through the registry API (no
+# OCI layout), from hostile-check: tools/testbed needs no list of its own, and
+# the fixture stamp (a hash of this file) rebuilds them with everything else.
+# hostile.json lists them under "runtime", apart from "images" (which the
+# unpack tests loop over):
+#   expect   "refused": img run exits 125, one error line naming "path";
+#            "runs": the command runs, everything resolved inside the root;
+#            "either": refused (125, naming "path") or runs, host untouched
+#   path     the path inside the container the error names / the test uses
+#   workdir  (optional) the image config's WorkingDir
+
+VICTIM = "var/tmp/img-victim"
+VICTIM_DIRS = [("dir", "var"), ("dir", "var/tmp"), ("dir", VICTIM)]
+
+RUNTIME = [
+    {
+        "repo": "hostile/dev-symlink",
+        "description": "busybox + /dev -> /%s/dev (a directory inside the image too)" % VICTIM,
+        "members": VICTIM_DIRS + [("dir", VICTIM + "/dev"), ("symlink", "dev", "/%s/dev" % VICTIM)],
+        "expect": "refused",
+        "path": "/dev",
+    },
+    {
+        "repo": "hostile/proc-symlink",
+        "description": "busybox + /proc -> /%s/proc (a directory inside the image too)" % VICTIM,
+        "members": VICTIM_DIRS + [("dir", VICTIM + "/proc"), ("symlink", "proc", "/%s/proc" % VICTIM)],
+        "expect": "refused",
+        "path": "/proc",
+    },
+    {
+        "repo": "hostile/sys-symlink",
+        "description": "busybox + /sys -> /%s/sys (a directory inside the image too)" % VICTIM,
+        "members": VICTIM_DIRS + [("dir", VICTIM + "/sys"), ("symlink", "sys", "/%s/sys" % VICTIM)],
+        "expect": "refused",
+        "path": "/sys",
+    },
+    {
+        "repo": "hostile/devpts-symlink",
+        "description": "busybox + a real /dev whose pts and shm are symlinks to /%s/pts and "
+                       "/%s/shm (directories inside the image too)" % (VICTIM, VICTIM),
+        "members": VICTIM_DIRS + [("dir", VICTIM + "/pts"), ("dir", VICTIM + "/shm"), ("dir", "dev"),
+                                  ("symlink", "dev/pts", "/%s/pts" % VICTIM),
+                                  ("symlink", "dev/shm", "/%s/shm" % VICTIM)],
+        "expect": "either",
+        "path": "/dev/pts",
+    },
+    {
+        "repo": "hostile/hosts-symlink",
+        "description": "busybox + /etc/hosts -> /%s/hosts and /etc/hostname -> /%s/hostname, "
+                       "both regular files inside the image too" % (VICTIM, VICTIM),
+        "members": VICTIM_DIRS + [("file", VICTIM + "/hosts", "127.0.0.1 image-decoy\n"),
+                                  ("file", VICTIM + "/hostname", "image-decoy\n"),
+                                  ("dir", "etc"),
+                                  ("symlink", "etc/hosts", "/%s/hosts" % VICTIM),
+                                  ("symlink", "etc/hostname", "/%s/hostname" % VICTIM)],
+        "expect": "runs",
+        "path": "/etc/hosts",
+    },
+    {
+        "repo": "hostile/resolv-symlink",
+        "description": "busybox + /etc/resolv.conf -> /%s/resolv.conf, dangling inside the "
+                       "image (its directory exists)" % VICTIM,
+        "members": VICTIM_DIRS + [("dir", "etc"),
+                                  ("symlink", "etc/resolv.conf", "/%s/resolv.conf" % VICTIM)],
+        "expect": "runs",
+        "path": "/etc/resolv.conf",
+    },
+    {
+        "repo": "hostile/volume-symlink",
+        "description": "busybox + /data -> /%s/data, dangling inside the image: the "
+                       "destination of a -v bind" % VICTIM,
+        "members": VICTIM_DIRS + [("symlink", "data", "/%s/data" % VICTIM)],
+        "expect": "runs",
+        "path": "/data",
+    },
+    {
+        "repo": "hostile/workdir-symlink",
+        "description": "busybox + /wd -> /%s/wd, dangling inside the image; WorkingDir "
+                       "/wd/sub (created by the runtime)" % VICTIM,
+        "members": VICTIM_DIRS + [("symlink", "wd", "/%s/wd" % VICTIM)],
+        "expect": "runs",
+        "path": "/wd/sub",
+        "workdir": "/wd/sub",
+    },
+    {
+        "repo": "hostile/passwd-symlink",
+        "description": "busybox + /etc/passwd -> /%s/passwd and /etc/group -> /%s/group, "
+                       "regular files inside the image naming user and group 'victim' "
+                       "1111:1111" % (VICTIM, VICTIM),
+        "members": VICTIM_DIRS + [
+            ("file", VICTIM + "/passwd",
+             "root:x:0:0:root:/root:/bin/sh\nvictim:x:1111:1111:victim:/:/bin/sh\n"
+             "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+            ("file", VICTIM + "/group", "root:x:0:\nvictim:x:1111:\nnobody:x:65534:\n"),
+            ("dir", "etc"),
+            ("symlink", "etc/passwd", "/%s/passwd" % VICTIM),
+            ("symlink", "etc/group", "/%s/group" % VICTIM)],
+        "expect": "runs",
+        "path": "/etc/passwd",
+    },
+]
+
+
+class Registry:
+    """Just enough of the distribution API to push blobs and a manifest."""
+
+    def __init__(self, registry):
+        self.base = "http://%s" % registry
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(self, method, url, data=None, headers=None):
+        if url.startswith("/"):
+            url = self.base + url
+        req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+        try:
+            with self.opener.open(req, timeout=60) as resp:
+                return resp.status, resp.headers, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    def push_blob(self, repo, data):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        status, _, _ = self.call("HEAD", "/v2/%s/blobs/%s" % (repo, digest))
+        if status == 200:
+            return digest, len(data)
+        status, headers, body = self.call("POST", "/v2/%s/blobs/uploads/" % repo)
+        if status != 202 or not headers.get("Location"):
+            die("%s: starting a blob upload answered %d: %s" % (repo, status, body[:200]))
+        loc = headers["Location"]
+        loc += ("&" if "?" in loc else "?") + "digest=" + digest
+        status, _, body = self.call("PUT", loc, data,
+                                    {"Content-Type": "application/octet-stream"})
+        if status != 201:
+            die("%s: uploading blob %s answered %d: %s" % (repo, digest, status, body[:200]))
+        return digest, len(data)
+
+    def push_manifest(self, repo, tag, data):
+        status, headers, body = self.call("PUT", "/v2/%s/manifests/%s" % (repo, tag), data,
+                                          {"Content-Type": OCI_MANIFEST})
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if status != 201 or headers.get("Docker-Content-Digest") != digest:
+            die("%s:%s: manifest PUT answered %d (%s): %s"
+                % (repo, tag, status, headers.get("Docker-Content-Digest"), body[:200]))
+        return digest
+
+
+def runtime_images(ocidir, tardir, registry):
+    """Build and push the RUNTIME images on busybox:latest's layer; their hostile.json
+    entries."""
+    bb = os.path.join(ocidir, "busybox")
+    bb_manifest = json.loads(read_blob(bb, find_ref(load_index(bb), "latest")["digest"]))
+    bb_config = json.loads(read_blob(bb, bb_manifest["config"]["digest"]))
+    if len(bb_manifest["layers"]) != 1:
+        die("busybox:latest has %d layers, want 1" % len(bb_manifest["layers"]))
+    bb_layer = bb_manifest["layers"][0]
+    bb_gz = read_blob(bb, bb_layer["digest"])
+    reg = Registry(registry)
+    entries = []
+    for img in RUNTIME:
+        repo = img["repo"]
+        tar = tar_name(tardir, repo, 2)
+        write_layer_tar(tar, img["members"])
+        with open(tar, "rb") as f:
+            raw = f.read()
+        gz = gzip.compress(raw, mtime=0)
+        reg.push_blob(repo, bb_gz)
+        layer_digest, layer_size = reg.push_blob(repo, gz)
+        config = {
+            "created": "2023-11-14T22:13:20Z",
+            "architecture": "amd64",
+            "os": "linux",
+            "config": dict(bb_config.get("config", {}),
+                           Labels={"io.img.testbed.fixture": repo}),
+            "rootfs": {"type": "layers",
+                       "diff_ids": [bb_config["rootfs"]["diff_ids"][0],
+                                    "sha256:" + hashlib.sha256(raw).hexdigest()]},
+            "history": [
+                {"created_by": "testbed: busybox:latest's layer"},
+                {"created_by": "testbed: %s layer 2 (python-written tar, see hostile.json "
+                               "runtime)" % repo},
+            ],
+        }
+        if img.get("workdir"):
+            config["config"]["WorkingDir"] = img["workdir"]
+        config_digest, config_size = reg.push_blob(repo, dumps(config))
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
+            "layers": [
+                {"mediaType": bb_layer["mediaType"], "digest": bb_layer["digest"],
+                 "size": bb_layer["size"]},
+                {"mediaType": GZIP_LAYER, "digest": layer_digest, "size": layer_size},
+            ],
+        }
+        digest = reg.push_manifest(repo, "latest", dumps(manifest))
+        served, _, _ = reg.call("GET", "/v2/%s/manifests/latest" % repo,
+                                headers={"Accept": OCI_MANIFEST})
+        if served != 200:
+            die("%s:latest is not served after the push (HTTP %d)" % (repo, served))
+        entry = {
+            "repo": repo,
+            "tag": "latest",
+            "ref": "%s/%s:latest" % (registry, repo),
+            "digest": digest,
+            "description": img["description"],
+            "expect": img["expect"],
+            "path": img["path"],
+            "members": [dict(zip(("name", "type", "linkname", "size"), m))
+                        for m in expected_members(img["members"])],
+        }
+        if img.get("workdir"):
+            entry["workdir"] = img["workdir"]
+        entries.append(entry)
+    return entries
 
 
 def main(argv):
@@ -797,6 +1034,7 @@ def main(argv):
         "layout-info": (layout_info, 2),
         "hostile-tars": (hostile_tars, 1),
         "hostile-check": (hostile_check, 4),
+        "runtime-images": (lambda *a: print(json.dumps(runtime_images(*a), indent=2)), 3),
     }
     if cmd == "make-index":
         if len(args) < 3:
