@@ -742,6 +742,13 @@ impl Challenge {
     }
 }
 
+/// A `WWW-Authenticate` value as the client reads it: the scheme (lower-case) and the
+/// parameters (keys lower-case). For the fuzz targets (`fuzz/`); not part of the API.
+#[doc(hidden)]
+pub fn parse_challenge(header: &str) -> Option<(String, HashMap<String, String>)> {
+    Challenge::parse(header).map(|c| (c.scheme, c.params))
+}
+
 /// The CA files configured for `registry` in the certs.d trees (`*.crt`, as docker and podman
 /// read them).
 fn ca_files(dirs: &[PathBuf], registry: &str) -> Result<Vec<PathBuf>> {

@@ -35,3 +35,11 @@ pub use platform::Platform;
 pub use pull::{Progress, PullOptions, Pulled, Quiet, fetch_blob, pull};
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API, Reference, api_host, is_loopback};
 pub use retry::RetryPolicy;
+
+/// The parsers of registry answers, for the fuzz targets (`fuzz/`); not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::client::parse_challenge;
+    pub use crate::pull::resume_start;
+    pub use crate::retry::retry_after;
+}

@@ -386,8 +386,9 @@ pub async fn fetch_blob(
 }
 
 /// Where a `206` answer starts (`Content-Range: bytes START-END/SIZE`); `None` for anything
-/// else.
-fn resume_start(resp: &reqwest::Response) -> Option<u64> {
+/// else. Public for the fuzz targets (`fuzz/`) only; not part of the API.
+#[doc(hidden)]
+pub fn resume_start(resp: &reqwest::Response) -> Option<u64> {
     if resp.status() != StatusCode::PARTIAL_CONTENT {
         return None;
     }

@@ -107,6 +107,10 @@ pub fn docker_to_oci(digest: &Digest, bytes: &[u8]) -> Result<Vec<u8>> {
     };
     let mut value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    // Indexing a JSON value that is not an object (`value["mediaType"] = …`) panics.
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
     let map = |v: &mut serde_json::Value| {
         if let Some(mt) = v.get_mut("mediaType")
             && let Some(oci) = mt.as_str().and_then(oci_blob_type)
@@ -114,11 +118,9 @@ pub fn docker_to_oci(digest: &Digest, bytes: &[u8]) -> Result<Vec<u8>> {
             *mt = oci.into();
         }
     };
-    value["mediaType"] = OCI_MANIFEST.into();
+    object.insert("mediaType".into(), OCI_MANIFEST.into());
     // Provenance: the digest the registry serves for this manifest.
-    let annotations = value
-        .as_object_mut()
-        .ok_or_else(|| bad("not a JSON object".into()))?
+    let annotations = object
         .entry("annotations")
         .or_insert_with(|| serde_json::json!({}));
     if let Some(a) = annotations.as_object_mut() {
@@ -224,6 +226,16 @@ mod tests {
             m.annotations().as_ref().unwrap()[crate::REGISTRY_DIGEST_ANNOTATION],
             digest().to_string()
         );
+    }
+
+    #[test]
+    fn docker_to_oci_refuses_what_is_not_an_object() {
+        // Found by fuzz/fuzz_targets/manifest.rs: JSON that is not an object (here `1`) made
+        // docker_to_oci panic instead of failing.
+        for bytes in [&b"1"[..], b"[]", b"\"x\"", b"null", b"true"] {
+            let err = docker_to_oci(&digest(), bytes).unwrap_err().to_string();
+            assert!(err.contains("not a JSON object"), "{err}");
+        }
     }
 
     #[test]

@@ -579,8 +579,8 @@ impl Meta {
             tv_nsec: nanos as _,
         };
         Ok(Meta {
-            uid: rustix::fs::Uid::from_raw(u32::try_from(uid).unwrap_or(u32::MAX - 1)),
-            gid: rustix::fs::Gid::from_raw(u32::try_from(gid).unwrap_or(u32::MAX - 1)),
+            uid: rustix::fs::Uid::from_raw(owner_id(uid)),
+            gid: rustix::fs::Gid::from_raw(owner_id(gid)),
             mode: Perm::from_raw_mode(mode),
             times: Timestamps {
                 last_access: ts,
@@ -590,6 +590,16 @@ impl Meta {
             minor,
             xattrs,
         })
+    }
+}
+
+/// A tar's uid or gid as one the kernel takes: an id beyond 32 bits, and 4294967295 itself
+/// (`(uid_t)-1`, which to `chown` means "leave unchanged", and which rustix's `Uid::from_raw`
+/// refuses), becomes 4294967294.
+fn owner_id(id: u64) -> u32 {
+    match u32::try_from(id) {
+        Ok(id) if id != u32::MAX => id,
+        _ => u32::MAX - 1,
     }
 }
 
@@ -678,6 +688,46 @@ mod tests {
         for bad in ["../x", "a/../../x", "/../x"] {
             assert!(matches!(c(bad), Err(Error::Escape { .. })), "{bad}");
         }
+    }
+
+    #[test]
+    fn owner_minus_one_is_not_an_owner() {
+        assert_eq!(owner_id(0), 0);
+        assert_eq!(owner_id(4_294_967_294), 4_294_967_294);
+        assert_eq!(owner_id(4_294_967_295), 4_294_967_294);
+        assert_eq!(owner_id(1 << 40), 4_294_967_294);
+    }
+
+    /// Found by fuzz/fuzz_targets/apply_flatten.rs: a PAX `uid=4294967295` reached
+    /// `Uid::from_raw(u32::MAX)`, which panics in debug builds (and in release asked `fchown`
+    /// to leave the owner unchanged). The crashing input, a 533-byte tar, as its non-zero runs.
+    #[test]
+    fn pax_uid_minus_one_does_not_panic() {
+        const RUNS: [(usize, &[u8]); 11] = [
+            (0, b"././@PaxHeader"),
+            (100, b"0000000"),
+            (108, b"0000000"),
+            (116, b"0000000"),
+            (124, b"00002000050"),
+            (136, b"00000000000"),
+            (148, b"010212"),
+            (155, b" x"),
+            (344, b"ustar"),
+            (350, b"00"),
+            (512, b"m\n18 uid=4294967295\n"),
+        ];
+        let mut tar = vec![0u8; 533];
+        for (at, bytes) in RUNS {
+            tar[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        let dir = std::env::temp_dir().join(format!("img-unpack-uid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for mode in [Mode::Flatten, Mode::Overlay] {
+            // Applied or refused, but no panic.
+            let _ = Applier::new(&dir, mode).unwrap().apply(&tar[..]);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
