@@ -278,12 +278,7 @@ impl Bed {
     }
 
     fn container_ids(&self) -> BTreeSet<String> {
-        match fs::read_dir(self.containers_dir()) {
-            Ok(entries) => entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(_) => BTreeSet::new(),
-        }
+        support::container_ids(&self.root.path)
     }
 
     /// A scratch directory of this test (inside its root, removed with it).
@@ -295,27 +290,9 @@ impl Bed {
 
     /// Run an img command, watching `ROOT/containers/` meanwhile to learn the ids of the
     /// containers it makes (even those `--rm` removes again).
-    fn img_command(&self, mut cmd: Command, cmdline: String) -> Run {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let waiter = std::thread::spawn(move || cmd.output().expect("cannot run the img binary"));
-        let mut seen = BTreeSet::new();
-        loop {
-            let done = waiter.is_finished();
-            seen.extend(self.container_ids());
-            if done {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let out = waiter.join().expect("the img runner thread panicked");
+    fn img_command(&self, cmd: Command, cmdline: String) -> Run {
+        let (run, seen) = support::run_watching(&self.root.path, cmd, cmdline);
         self.ids.lock().unwrap().extend(seen);
-        let run = Run {
-            cmdline,
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        assert!(!run.stderr.contains("panicked"), "img panicked: {run}");
         run
     }
 
@@ -858,19 +835,24 @@ fn assert_refused(run: &Run, fixture: &Value) {
     assert_eq!(run.stdout, "", "the command must not run: {run}");
 }
 
+/// A `hostile/*-symlink` image the runtime must refuse: it does not start, and the host
+/// victim directory it points at is untouched.
+fn refused_with_the_victim_untouched(test: &str, repo: &str) {
+    against_victim(test, repo, |bed, image, fixture| {
+        assert_eq!(fixture["expect"], "refused");
+        assert_refused(&bed.run(&[], image, &["/probe", "fds"]), fixture);
+    });
+}
+
 #[test]
 #[cfg_attr(
     not(img_root),
     ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
 )]
 fn an_image_whose_dev_is_a_symlink_is_refused() {
-    against_victim(
+    refused_with_the_victim_untouched(
         "an_image_whose_dev_is_a_symlink_is_refused",
         "hostile/dev-symlink",
-        |bed, image, fixture| {
-            assert_eq!(fixture["expect"], "refused");
-            assert_refused(&bed.run(&[], image, &["/probe", "fds"]), fixture);
-        },
     );
 }
 
@@ -880,13 +862,9 @@ fn an_image_whose_dev_is_a_symlink_is_refused() {
     ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
 )]
 fn an_image_whose_proc_is_a_symlink_is_refused() {
-    against_victim(
+    refused_with_the_victim_untouched(
         "an_image_whose_proc_is_a_symlink_is_refused",
         "hostile/proc-symlink",
-        |bed, image, fixture| {
-            assert_eq!(fixture["expect"], "refused");
-            assert_refused(&bed.run(&[], image, &["/probe", "fds"]), fixture);
-        },
     );
 }
 
@@ -896,13 +874,9 @@ fn an_image_whose_proc_is_a_symlink_is_refused() {
     ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
 )]
 fn an_image_whose_sys_is_a_symlink_is_refused() {
-    against_victim(
+    refused_with_the_victim_untouched(
         "an_image_whose_sys_is_a_symlink_is_refused",
         "hostile/sys-symlink",
-        |bed, image, fixture| {
-            assert_eq!(fixture["expect"], "refused");
-            assert_refused(&bed.run(&[], image, &["/probe", "fds"]), fixture);
-        },
     );
 }
 

@@ -68,39 +68,15 @@ impl Bed {
 
     /// The container ids under `ROOT/containers/` now.
     fn container_ids(&self) -> BTreeSet<String> {
-        match fs::read_dir(self.containers_dir()) {
-            Ok(entries) => entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(_) => BTreeSet::new(),
-        }
+        support::container_ids(&self.root.path)
     }
 
     /// Run `img --root ROOT ARGS…`, watching `ROOT/containers/` while it runs to learn the
     /// ids of the containers it makes (even those `--rm` removes again).
     fn img(&self, args: &[&str]) -> Run {
-        let mut cmd = self.root.command(args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let cmdline = format!("img --root {} {}", self.root.path.display(), args.join(" "));
-        let waiter = std::thread::spawn(move || cmd.output().expect("cannot run the img binary"));
-        let mut seen = BTreeSet::new();
-        loop {
-            let done = waiter.is_finished();
-            seen.extend(self.container_ids());
-            if done {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let out = waiter.join().expect("the img runner thread panicked");
+        let (run, seen) = support::run_watching(&self.root.path, self.root.command(args), cmdline);
         self.ids.lock().unwrap().extend(seen);
-        let run = Run {
-            cmdline,
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        assert!(!run.stderr.contains("panicked"), "img panicked: {run}");
         run
     }
 

@@ -641,3 +641,37 @@ pub fn cgroup_dirs(id: &str) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The container ids under `ROOT/containers/` now.
+pub fn container_ids(root: &Path) -> std::collections::BTreeSet<String> {
+    match fs::read_dir(root.join("containers")) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => std::collections::BTreeSet::new(),
+    }
+}
+
+/// Run an img command, watching `ROOT/containers/` meanwhile to learn the ids of the
+/// containers it makes (even those `--rm` removes again); asserts img did not panic.
+pub fn run_watching(
+    root: &Path,
+    mut cmd: Command,
+    cmdline: String,
+) -> (Run, std::collections::BTreeSet<String>) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let waiter = std::thread::spawn(move || cmd.output().expect("cannot run the img binary"));
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let done = waiter.is_finished();
+        seen.extend(container_ids(root));
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let out = waiter.join().expect("the img runner thread panicked");
+    let run = Run::from_output(cmdline, out);
+    assert!(!run.stderr.contains("panicked"), "img panicked: {run}");
+    (run, seen)
+}
