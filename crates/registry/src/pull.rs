@@ -346,7 +346,7 @@ pub async fn fetch_blob(
         let reason = loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    ingest.write(&chunk)?;
+                    ingest.append(&chunk)?;
                     progress.advance(digest, chunk.len() as u64);
                 }
                 Ok(None) if ingest.written() == blob.size() => break None,
@@ -375,7 +375,7 @@ pub async fn fetch_blob(
         }
     }
     // The fsync waits for the disk: let the async workers keep downloading meanwhile.
-    tokio::task::spawn_blocking(move || ingest.commit())
+    tokio::task::spawn_blocking(move || ingest.commit().map(drop))
         .await
         .map_err(|e| Error::Interrupted {
             what: format!("blob {digest}"),

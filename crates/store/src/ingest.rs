@@ -2,10 +2,10 @@
 //! they are written, and are renamed under `blobs/` only once digest and size match.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Seek, Write};
+use std::io::{self, BufWriter, Seek, Write};
 use std::path::PathBuf;
 
-use oci_spec::image::Digest;
+use oci_spec::image::{Digest, DigestAlgorithm};
 
 use crate::digest::Hasher;
 use crate::error::IoContext;
@@ -13,11 +13,28 @@ use crate::{Error, Result, Store};
 
 /// A blob being written. Dropping it without [`Ingest::commit`] removes the temp file, so a
 /// failed or cancelled download leaves nothing behind.
+///
+/// An ingest either expects a digest (a blob named by a descriptor: the bytes must hash to it)
+/// or learns it at commit ([`Store::ingest_new`]: content made here, a layer being compressed).
+/// It is an [`io::Write`], so a tar builder or an encoder can write straight into the store:
+///
+/// ```
+/// use std::io::Write;
+/// # let dir = std::env::temp_dir().join(format!("img-doc-ingest-{}", std::process::id()));
+/// let store = img_store::Store::open(&dir)?;
+/// let mut ingest = store.ingest_new(img_store::DigestAlgorithm::Sha256)?;
+/// writeln!(ingest, "hello")?;
+/// let digest = ingest.commit()?;
+/// assert_eq!(store.read_blob(&digest)?, b"hello\n");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Ingest {
     file: BufWriter<File>,
     temp: PathBuf,
-    target: PathBuf,
-    expected: Digest,
+    blobs: PathBuf,
+    expected: Option<Digest>,
+    algorithm: DigestAlgorithm,
     expected_size: Option<u64>,
     hasher: Hasher,
     written: u64,
@@ -31,12 +48,23 @@ pub struct Ingest {
 const WRITE_BEHIND: u64 = 8 * 1024 * 1024;
 
 impl Ingest {
-    pub(crate) fn begin(store: &Store, expected: &Digest, size: Option<u64>) -> Result<Ingest> {
-        let hasher = Hasher::for_digest(expected)?;
+    pub(crate) fn begin(
+        store: &Store,
+        expected: Option<&Digest>,
+        algorithm: DigestAlgorithm,
+        size: Option<u64>,
+    ) -> Result<Ingest> {
+        let hasher = match expected {
+            Some(d) => Hasher::for_digest(d)?,
+            None => Hasher::new(&algorithm).ok_or_else(|| Error::InvalidDigest {
+                input: algorithm.to_string(),
+                reason: "unsupported algorithm (sha256 and sha512 are supported)".into(),
+            })?,
+        };
         let dir = store.ingest_dir();
         let temp = dir.join(format!(
             "{}-{}-{}",
-            expected.digest(),
+            expected.map_or("new", |d| d.digest()),
             std::process::id(),
             unique()
         ));
@@ -48,8 +76,9 @@ impl Ingest {
         Ok(Ingest {
             file: BufWriter::with_capacity(128 * 1024, file),
             temp,
-            target: store.blob_path(expected),
-            expected: expected.clone(),
+            blobs: store.root().join("blobs"),
+            expected: expected.cloned(),
+            algorithm,
             expected_size: size,
             hasher,
             written: 0,
@@ -58,9 +87,9 @@ impl Ingest {
         })
     }
 
-    /// The digest this blob must hash to.
-    pub fn digest(&self) -> &Digest {
-        &self.expected
+    /// The digest this blob must hash to; `None` for one that learns it at commit.
+    pub fn digest(&self) -> Option<&Digest> {
+        self.expected.as_ref()
     }
 
     /// Bytes accepted so far.
@@ -70,13 +99,13 @@ impl Ingest {
 
     /// Append bytes. Fails as soon as more bytes arrive than the descriptor's size allows, so a
     /// lying server cannot fill the disk.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
         let total = self.written + bytes.len() as u64;
         if let Some(size) = self.expected_size
             && total > size
         {
             return Err(Error::SizeMismatch {
-                digest: self.expected.clone(),
+                digest: self.named(),
                 expected: size,
                 actual: total,
             });
@@ -103,39 +132,70 @@ impl Ingest {
         let f = self.file.get_mut();
         f.set_len(0).at(&self.temp)?;
         f.rewind().at(&self.temp)?;
-        self.hasher = Hasher::for_digest(&self.expected)?;
+        self.hasher = self.fresh_hasher();
         self.written = 0;
         self.flushed = 0;
         Ok(())
     }
 
-    /// Verify size and digest, make the bytes durable, and rename the blob into `blobs/`.
-    /// On a mismatch the temp file is removed and nothing enters the store. The rename itself
-    /// is made durable by the next [`Store::set_ref`] or [`Store::sync`], which fsync `blobs/`
-    /// once for all the blobs committed before them.
-    pub fn commit(mut self) -> Result<()> {
+    /// Verify size and digest, make the bytes durable, and rename the blob into `blobs/`;
+    /// returns its digest. On a mismatch the temp file is removed and nothing enters the
+    /// store. The rename itself is made durable by the next [`Store::set_ref`] or
+    /// [`Store::sync`], which fsync `blobs/` once for all the blobs committed before them.
+    pub fn commit(mut self) -> Result<Digest> {
         if let Some(size) = self.expected_size
             && self.written != size
         {
             return Err(Error::SizeMismatch {
-                digest: self.expected.clone(),
+                digest: self.named(),
                 expected: size,
                 actual: self.written,
             });
         }
-        let hasher = std::mem::replace(&mut self.hasher, Hasher::for_digest(&self.expected)?);
+        let fresh = self.fresh_hasher();
+        let hasher = std::mem::replace(&mut self.hasher, fresh);
         let actual = hasher.finish();
-        if actual != self.expected {
+        if let Some(expected) = &self.expected
+            && &actual != expected
+        {
             return Err(Error::DigestMismatch {
-                expected: self.expected.clone(),
+                expected: expected.clone(),
                 actual,
             });
         }
         self.file.flush().at(&self.temp)?;
         self.file.get_ref().sync_all().at(&self.temp)?;
-        fs::rename(&self.temp, &self.target).at(&self.target)?;
+        let dir = self.blobs.join(actual.algorithm().as_ref());
+        if self.expected.is_none() {
+            // Made here: its algorithm's directory may not exist yet.
+            fs::create_dir_all(&dir).at(&dir)?;
+        }
+        let target = dir.join(actual.digest());
+        fs::rename(&self.temp, &target).at(&target)?;
         self.done = true;
-        Ok(())
+        Ok(actual)
+    }
+
+    fn fresh_hasher(&self) -> Hasher {
+        Hasher::new(&self.algorithm).expect("the algorithm was checked when the ingest began")
+    }
+
+    /// The digest for an error: the expected one, or what the bytes so far hash to.
+    fn named(&self) -> Digest {
+        self.expected
+            .clone()
+            .unwrap_or_else(|| self.hasher.clone().finish())
+    }
+}
+
+impl Write for Ingest {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.append(buf).map_err(io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -150,7 +210,7 @@ impl Drop for Ingest {
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ingest")
-            .field("digest", &self.expected.to_string())
+            .field("digest", &self.expected.as_ref().map(ToString::to_string))
             .field("written", &self.written)
             .field("temp", &self.temp)
             .finish()

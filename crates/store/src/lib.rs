@@ -45,7 +45,9 @@ pub use error::{Error, Result};
 pub use gc::{FsckReport, GcReport, Problem};
 pub use image::{IdMatch, Image, is_full_image_id, parse_image_id};
 pub use ingest::Ingest;
-pub use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
+pub use oci_spec::image::{
+    Descriptor, Digest, DigestAlgorithm, ImageConfiguration, ImageIndex, ImageManifest,
+};
 pub use snapshot::{SnapshotTemp, chain_ids};
 
 use error::IoContext;
@@ -145,7 +147,13 @@ impl Store {
 
     /// Start writing a blob. `size`, when known, bounds what may be written.
     pub fn ingest(&self, digest: &Digest, size: Option<u64>) -> Result<Ingest> {
-        Ingest::begin(self, digest, size)
+        Ingest::begin(self, Some(digest), digest.algorithm().clone(), size)
+    }
+
+    /// Start writing a blob whose digest is not known in advance (content made here); it is
+    /// learned, with `algorithm`, at [`Ingest::commit`].
+    pub fn ingest_new(&self, algorithm: DigestAlgorithm) -> Result<Ingest> {
+        Ingest::begin(self, None, algorithm, None)
     }
 
     /// Store a small blob held in memory (a manifest or config), verified like any other.
@@ -154,8 +162,8 @@ impl Store {
             return Ok(());
         }
         let mut ingest = self.ingest(digest, Some(bytes.len() as u64))?;
-        ingest.write(bytes)?;
-        ingest.commit()
+        ingest.append(bytes)?;
+        ingest.commit().map(drop)
     }
 
     /// Open a blob for reading.

@@ -79,7 +79,7 @@ fn a_blob_enters_only_when_digest_and_size_match() {
 
     // Wrong content: the commit fails, naming the digest, and nothing stays.
     let mut ingest = store.ingest(&d, Some(good.len() as u64)).unwrap();
-    ingest.write(b"hello LAYER").unwrap();
+    ingest.append(b"hello LAYER").unwrap();
     let err = ingest.commit().unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&d.to_string()));
@@ -89,27 +89,27 @@ fn a_blob_enters_only_when_digest_and_size_match() {
     // More bytes than announced are refused at once.
     let mut ingest = store.ingest(&d, Some(4)).unwrap();
     assert!(matches!(
-        ingest.write(good),
+        ingest.append(good),
         Err(Error::SizeMismatch { expected: 4, .. })
     ));
     drop(ingest);
 
     // Too few bytes.
     let mut ingest = store.ingest(&d, Some(good.len() as u64 + 1)).unwrap();
-    ingest.write(good).unwrap();
+    ingest.append(good).unwrap();
     assert!(matches!(ingest.commit(), Err(Error::SizeMismatch { .. })));
 
     // An abandoned write leaves nothing.
     let mut ingest = store.ingest(&d, None).unwrap();
-    ingest.write(b"hel").unwrap();
+    ingest.append(b"hel").unwrap();
     drop(ingest);
     assert!(files_in(&root.join("ingest")).is_empty());
 
     // A restart discards what was written.
     let mut ingest = store.ingest(&d, Some(good.len() as u64)).unwrap();
-    ingest.write(b"garbage").unwrap();
+    ingest.append(b"garbage").unwrap();
     ingest.restart().unwrap();
-    ingest.write(good).unwrap();
+    ingest.append(good).unwrap();
     ingest.commit().unwrap();
     assert_eq!(std::fs::read(store.blob_path(&d)).unwrap(), good);
     assert_eq!(store.read_blob(&d).unwrap(), good);
