@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use img_store::Digest;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RANGE, WWW_AUTHENTICATE};
-use reqwest::{Response, StatusCode};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, Response, StatusCode};
 
 use crate::auth::{AuthFiles, Secret};
 use crate::error::root_cause;
 use crate::reference::is_loopback;
-use crate::retry::{self, RetryPolicy};
+use crate::retry::{self, Backoff, RetryPolicy};
 use crate::{Error, Reference, RegistriesConf, Result, Source};
 
 /// The largest manifest accepted (distribution's own limit is 4 MiB).
@@ -299,7 +301,7 @@ impl Registry {
         };
         let what = format!("manifest {}/{repository}{sep}{reference}", self.name);
         let path = format!("/v2/{repository}/manifests/{reference}");
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(self.retry);
         let (bytes, media_type, announced) = loop {
             let resp = self
                 .get(
@@ -311,12 +313,10 @@ impl Registry {
                 )
                 .await?;
             match read_manifest(&what, resp).await {
-                Err(Error::Interrupted { reason, .. }) if self.retry.again(attempt) => {
-                    self.log
-                        .say(&format!("{what}: interrupted ({reason}); trying again"));
-                    tokio::time::sleep(self.retry.delay(attempt, None)).await;
-                    attempt += 1;
-                }
+                Err(Error::Interrupted { reason, .. })
+                    if backoff
+                        .again(&self.log, &what, format!("interrupted ({reason})"), None)
+                        .await => {}
                 other => break other?,
             }
         };
@@ -349,9 +349,7 @@ impl Registry {
         self.get(&what, repository, &path, None, offset).await
     }
 
-    /// GET `path`: answer one auth challenge, retry transient failures (connection errors,
-    /// timeouts, 408, 429, 5xx) with backoff and `Retry-After`, and turn an error status into
-    /// an [`Error`] carrying the registry's code.
+    /// GET `path` with pull authorization; an error status becomes an [`Error`].
     async fn get(
         &self,
         what: &str,
@@ -360,25 +358,58 @@ impl Registry {
         accept: Option<&str>,
         offset: u64,
     ) -> Result<Response> {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = accept {
+            headers.insert(
+                ACCEPT,
+                HeaderValue::from_str(a).map_err(|e| bad_header(what, e))?,
+            );
+        }
+        if offset > 0 {
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(&format!("bytes={offset}-"))
+                    .map_err(|e| bad_header(what, e))?,
+            );
+        }
         let scope = if repository.is_empty() {
             String::new()
         } else {
-            format!("repository:{repository}:pull")
+            pull_scope(repository)
         };
+        let resp = self
+            .request(&Request {
+                method: Method::GET,
+                what,
+                repository,
+                scope,
+                target: path,
+                headers,
+                body: None,
+            })
+            .await?;
+        self.checked(what, repository, resp).await
+    }
+
+    /// Send a request: answer one auth challenge (per attempt) for the request's scopes, retry
+    /// transient failures (connection errors, timeouts, 408, 429, 5xx) with backoff and
+    /// `Retry-After`. Returns the final answer whatever its status; [`Registry::checked`]
+    /// turns an error status into an [`Error`].
+    pub(crate) async fn request(&self, req: &Request<'_>) -> Result<Response> {
         let mut challenged = false;
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(self.retry);
         loop {
-            let resp = match self.send(path, accept, offset, &scope).await {
+            let resp = match self.send(req).await {
                 Ok(resp) => resp,
-                Err(e) if self.retry.again(attempt) && transient(&e) => {
-                    self.log.say(&format!(
-                        "{what}: {} ({}); trying again",
-                        self.name,
-                        root_cause(&e)
-                    ));
-                    tokio::time::sleep(self.retry.delay(attempt, None)).await;
-                    attempt += 1;
-                    continue;
+                Err(e) if transient(&e) => {
+                    let why = format!("{} ({})", self.name, root_cause(&e));
+                    if backoff.again(&self.log, req.what, why, None).await {
+                        continue;
+                    }
+                    return Err(Error::Unreachable {
+                        registry: self.name.clone(),
+                        reason: root_cause(&e),
+                    });
                 }
                 Err(e) => {
                     return Err(Error::Unreachable {
@@ -391,64 +422,78 @@ impl Registry {
             if status == StatusCode::UNAUTHORIZED && !challenged {
                 challenged = true;
                 if self
-                    .answer_challenge(what, repository, &resp, &scope)
+                    .answer_challenge(req.what, req.repository, &resp, &req.scope)
                     .await?
                 {
                     continue;
                 }
             }
-            if retry::retryable(status) && self.retry.again(attempt) {
-                let wait = self.retry.delay(attempt, Some(resp.headers()));
-                self.log.say(&format!(
-                    "{what}: registry answered {status}; trying again in {:.1}s",
-                    wait.as_secs_f64()
-                ));
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-                // A token may expire while we wait: the retry may answer a new challenge.
-                challenged = false;
-                continue;
+            if retry::retryable(status) {
+                let why = format!("registry answered {status}");
+                if backoff
+                    .again(&self.log, req.what, why, Some(resp.headers()))
+                    .await
+                {
+                    // A token may expire while we wait: the retry may answer a new challenge.
+                    challenged = false;
+                    continue;
+                }
             }
-            // Which credentials were offered matters only to a refusal's message; looking
-            // them up may run a credential helper, so only then.
-            let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
-            let had_credentials = refused && self.has_secret(repository);
-            return check(what, &self.name, had_credentials, resp).await;
+            return Ok(resp);
         }
     }
 
-    /// Send one request, trying each scheme in order until one has answered once.
-    async fn send(
+    /// Pass a success through; turn anything else into an error with the registry's code.
+    pub(crate) async fn checked(
         &self,
-        path: &str,
-        accept: Option<&str>,
-        offset: u64,
-        scope: &str,
-    ) -> std::result::Result<Response, reqwest::Error> {
+        what: &str,
+        repository: &str,
+        resp: Response,
+    ) -> Result<Response> {
+        // Which credentials were offered matters only to a refusal's message; looking them up
+        // may run a credential helper, so only then.
+        let refused = matches!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        );
+        let had_credentials = refused && self.has_secret(repository);
+        check(what, &self.name, had_credentials, resp).await
+    }
+
+    /// Send one request, trying each scheme in order until one has answered once. An absolute
+    /// target (an upload's `Location`) is sent as it is.
+    async fn send(&self, req: &Request<'_>) -> std::result::Result<Response, reqwest::Error> {
+        let absolute = req.target.starts_with("http://") || req.target.starts_with("https://");
         let decided = self.scheme.load(Ordering::Relaxed);
-        let order: Vec<usize> = if decided == usize::MAX {
+        let order: Vec<usize> = if decided == usize::MAX && !absolute {
             (0..self.schemes.len()).collect()
         } else {
-            vec![decided]
+            vec![decided.min(self.schemes.len() - 1)]
         };
         let mut last = None;
         for (n, &i) in order.iter().enumerate() {
-            let url = format!("{}://{}{path}", self.schemes[i], self.host);
-            let mut req = self.http.get(&url);
-            if let Some(a) = accept {
-                req = req.header(ACCEPT, a);
+            let url = if absolute {
+                req.target.to_string()
+            } else {
+                format!("{}://{}{}", self.schemes[i], self.host, req.target)
+            };
+            let mut builder = self
+                .http
+                .request(req.method.clone(), &url)
+                .headers(req.headers.clone());
+            if let Some(auth) = self.cached_auth(&req.scope) {
+                builder = builder.header(AUTHORIZATION, auth);
             }
-            if offset > 0 {
-                req = req.header(RANGE, format!("bytes={offset}-"));
-            }
-            if let Some(auth) = self.cached_auth(scope) {
-                req = req.header(AUTHORIZATION, auth);
+            if let Some(body) = req.body {
+                builder = builder.body(body());
             }
             let more = n + 1 < order.len();
-            match req.send().await {
+            match builder.send().await {
                 Ok(resp) if more && speaks_https_only(&resp) => continue,
                 Ok(resp) => {
-                    self.scheme.store(i, Ordering::Relaxed);
+                    if !absolute {
+                        self.scheme.store(i, Ordering::Relaxed);
+                    }
                     return Ok(resp);
                 }
                 Err(e) if more && (e.is_connect() || e.is_request()) => last = Some(e),
@@ -457,6 +502,17 @@ impl Registry {
         }
         // Only reached when every scheme failed to connect; `last` holds the final error.
         Err(last.expect("at least one scheme was tried"))
+    }
+
+    /// The URL a relative `Location` (or an absolute one) names on this registry.
+    pub(crate) fn resolve(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            return location.to_string();
+        }
+        let decided = self.scheme.load(Ordering::Relaxed);
+        let scheme = self.schemes[decided.min(self.schemes.len() - 1)];
+        let slash = if location.starts_with('/') { "" } else { "/" };
+        format!("{scheme}://{}{slash}{location}", self.host)
     }
 
     fn has_secret(&self, repository: &str) -> bool {
@@ -554,9 +610,16 @@ impl Registry {
         if let Some(service) = challenge.params.get("service") {
             params.push(("service", service));
         }
-        let scope = challenge.params.get("scope").map_or(scope, String::as_str);
-        if !scope.is_empty() {
-            params.push(("scope", scope));
+        // Our scopes (a push asks for `pull,push` on its repository and `pull` on a mount
+        // source), and the challenge's when it names another.
+        let mut scopes: Vec<&str> = scope.split_whitespace().collect();
+        if let Some(theirs) = challenge.params.get("scope")
+            && !scopes.contains(&theirs.as_str())
+        {
+            scopes.push(theirs);
+        }
+        for s in scopes {
+            params.push(("scope", s));
         }
         let req = match &secret {
             Some(Secret::IdentityToken(refresh)) => {
@@ -584,27 +647,26 @@ impl Registry {
                 }
             }
         };
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(self.retry);
         let resp = loop {
-            match req.try_clone().map(|r| r.send()) {
-                Some(fut) => match fut.await {
-                    Ok(r) if retry::retryable(r.status()) && self.retry.again(attempt) => {
-                        tokio::time::sleep(self.retry.delay(attempt, Some(r.headers()))).await;
+            let Some(fut) = req.try_clone().map(|r| r.send()) else {
+                return Err(protocol("cannot repeat the token request".into()));
+            };
+            match fut.await {
+                Ok(r) if retry::retryable(r.status()) => {
+                    if !backoff.again_quietly(Some(r.headers())).await {
+                        break r;
                     }
-                    Ok(r) => break r,
-                    Err(e) if self.retry.again(attempt) && transient(&e) => {
-                        tokio::time::sleep(self.retry.delay(attempt, None)).await;
-                    }
-                    Err(e) => {
-                        return Err(Error::Unreachable {
-                            registry: realm.clone(),
-                            reason: root_cause(&e),
-                        });
-                    }
-                },
-                None => return Err(protocol("cannot repeat the token request".into())),
+                }
+                Ok(r) => break r,
+                Err(e) if transient(&e) && backoff.again_quietly(None).await => {}
+                Err(e) => {
+                    return Err(Error::Unreachable {
+                        registry: realm.clone(),
+                        reason: root_cause(&e),
+                    });
+                }
             }
-            attempt += 1;
         };
         let resp = check(&token_what, &self.name, secret.is_some(), resp).await?;
         let body = resp.bytes().await.map_err(|e| protocol(root_cause(&e)))?;
@@ -623,6 +685,35 @@ impl Registry {
             .filter(|&s| s > 0)
             .unwrap_or(60);
         Ok((token.to_string(), Duration::from_secs(ttl)))
+    }
+}
+
+/// One request as [`Registry::request`] sends it.
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    /// What is being done, for errors and notes (`blob sha256:… of 127.0.0.1:5000/redis`).
+    pub what: &'a str,
+    /// The repository whose credentials answer a challenge.
+    pub repository: &'a str,
+    /// The scopes the authorization must carry, space-separated
+    /// (`repository:team/app:pull,push repository:library/redis:pull`); empty for `/v2/`.
+    pub scope: String,
+    /// A path on the registry (`/v2/…`) or an absolute URL (an upload's `Location`).
+    pub target: &'a str,
+    pub headers: HeaderMap,
+    /// Makes the body afresh for each attempt.
+    pub body: Option<&'a (dyn Fn() -> reqwest::Body + Send + Sync)>,
+}
+
+/// The scope for reading `repository`.
+pub(crate) fn pull_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull")
+}
+
+fn bad_header(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Protocol {
+        what: what.to_string(),
+        reason: format!("cannot make a header: {e}"),
     }
 }
 

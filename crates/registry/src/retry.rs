@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
+use crate::client::Log;
+
 /// How persistent to be with a registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -43,6 +45,56 @@ impl RetryPolicy {
             .saturating_mul(2u32.saturating_pow(attempt.min(16)))
             .min(self.max);
         exp.mul_f64(0.5 + 0.5 * jitter())
+    }
+}
+
+/// The one retry loop's state, shared by every request img makes (manifests, blobs, tokens,
+/// uploads): counts failed attempts against a [`RetryPolicy`], says why it tries again, and
+/// waits the backoff (or the server's `Retry-After`).
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    policy: RetryPolicy,
+    failures: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new(policy: RetryPolicy) -> Backoff {
+        Backoff {
+            policy,
+            failures: 0,
+        }
+    }
+
+    /// After a failure: `false` when the policy allows no more attempts; else say so on `log`
+    /// (`WHAT: WHY; trying again in Ns`), wait, and return `true`.
+    pub(crate) async fn again(
+        &mut self,
+        log: &Log,
+        what: &str,
+        why: impl std::fmt::Display,
+        headers: Option<&HeaderMap>,
+    ) -> bool {
+        if !self.policy.again(self.failures) {
+            return false;
+        }
+        let wait = self.policy.delay(self.failures, headers);
+        self.failures += 1;
+        log.say(&format!(
+            "{what}: {why}; trying again in {:.1}s",
+            wait.as_secs_f64()
+        ));
+        tokio::time::sleep(wait).await;
+        true
+    }
+
+    /// Like [`Backoff::again`], without a word on the log.
+    pub(crate) async fn again_quietly(&mut self, headers: Option<&HeaderMap>) -> bool {
+        self.again(&Log::default(), "", "", headers).await
+    }
+
+    /// The attempt made progress: the next failure starts the count afresh.
+    pub(crate) fn progressed(&mut self) {
+        self.failures = 0;
     }
 }
 
