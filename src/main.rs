@@ -88,6 +88,10 @@ enum Command {
         /// init.json
         config: std::path::PathBuf,
     },
+    /// Push a stored image to a registry
+    Push(commands::push::PushArgs),
+    /// Give a stored image another name
+    Tag(commands::tag::TagArgs),
     /// Remove image references (blobs stay until `img gc`)
     Rmi(commands::rmi::RmiArgs),
     /// Remove blobs no image reaches
@@ -136,6 +140,10 @@ enum ImageCommand {
     Pull(commands::pull::PullArgs),
     /// List an image's layers
     Layers(commands::layers::LayersArgs),
+    /// Push an image
+    Push(commands::push::PushArgs),
+    /// Give an image another name
+    Tag(commands::tag::TagArgs),
 }
 
 fn main() -> ExitCode {
@@ -164,6 +172,8 @@ fn main() -> ExitCode {
         }
         Command::Layers(a) | Command::Image(ImageCommand::Layers(a)) => commands::layers::run(g, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => commands::rmi::run(g, a),
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => commands::push::run(g, a),
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => commands::tag::run(g, a),
         Command::Unpack(a) => commands::unpack::run_unpack(g, a),
         Command::Mount(a) => commands::unpack::run_mount(g, a),
         Command::Umount(a) => commands::unpack::run_umount(g, a),

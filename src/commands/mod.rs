@@ -9,8 +9,10 @@ pub mod inspect;
 pub mod layers;
 pub mod login;
 pub mod pull;
+pub mod push;
 pub mod rmi;
 pub mod run;
+pub mod tag;
 pub mod unpack;
 
 use std::os::unix::fs::MetadataExt;
@@ -197,6 +199,15 @@ pub fn image_or_pull(
         .image(&name)
         .with_context(|| format!("reading image {name}"))?;
     Ok((store, image))
+}
+
+/// The async runtime commands that talk to registries run on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// Split a stored name into (repository, tag) for display.

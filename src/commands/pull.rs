@@ -164,11 +164,7 @@ pub fn pull_with(
         Some(u) => u.clone(),
         None => bars.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     // An unqualified name is tried in each search registry in turn, as podman does.
     let mut result = Err(anyhow::anyhow!("nothing to pull"));
     for (i, reference) in candidates.iter().enumerate() {

@@ -23,6 +23,7 @@ mod conf;
 mod error;
 mod platform;
 mod pull;
+mod push;
 mod reference;
 mod retry;
 
@@ -33,6 +34,7 @@ pub use conf::{Mirror, RegistriesConf, RegistryEntry, Source};
 pub use error::{Error, Result};
 pub use platform::Platform;
 pub use pull::{Progress, PullOptions, Pulled, Quiet, fetch_blob, pull};
+pub use push::{PushOptions, Pushed, push};
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API, Reference, api_host, is_loopback};
 pub use retry::RetryPolicy;
 

@@ -7,13 +7,15 @@ use img_store::manifest::{self, Manifest};
 use std::collections::HashMap;
 
 use img_store::{
-    Descriptor, Digest, MANIFEST_ANNOTATION, PLATFORM_ANNOTATION, REGISTRY_DIGEST_ANNOTATION, Store,
+    Descriptor, Digest, MANIFEST_ANNOTATION, PLATFORM_ANNOTATION, REGISTRY_DIGEST_ANNOTATION,
+    SOURCE_ANNOTATION, Store,
 };
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
 use crate::client::{Client, Registry};
 use crate::error::root_cause;
+use crate::retry::Backoff;
 use crate::{Error, Platform, Reference, Result};
 
 /// What [`pull`] may choose.
@@ -208,8 +210,11 @@ async fn pull_from(
     // Manifests go in after what they reference, so a manifest in the store implies its blobs.
     // Docker manifests and lists are stored in their OCI form, so that OCI tools read every
     // image; the registry's digest is kept as an annotation.
+    // The registry's own bytes are kept beside (a blob under the registry's digest, reached
+    // through the `io.img.digest` annotations), so a push reproduces the digest it served.
     let (child_stored, child_stored_type) = if child.media_type == manifest::DOCKER_MANIFEST {
         let oci = manifest::docker_to_oci(&child_digest, &child_bytes)?;
+        store.put_blob(&child_digest, &child_bytes)?;
         (oci, manifest::OCI_MANIFEST.to_string())
     } else {
         (child_bytes, child.media_type.clone())
@@ -226,6 +231,7 @@ async fn pull_from(
                 );
                 oci_entry.set_platform(entry.platform().clone());
                 let index = manifest::single_entry_index(&oci_entry);
+                store.put_blob(&top.digest, &top.bytes)?;
                 (index, manifest::OCI_INDEX.to_string())
             } else {
                 (top.bytes.clone(), parsed.media_type.clone())
@@ -245,9 +251,11 @@ async fn pull_from(
     if descriptor.digest() != &top.digest {
         annotations.insert(REGISTRY_DIGEST_ANNOTATION.into(), top.digest.to_string());
     }
-    if !annotations.is_empty() {
-        descriptor.set_annotations(Some(annotations));
-    }
+    annotations.insert(
+        SOURCE_ANNOTATION.into(),
+        format!("{}/{repo}", registry.name()),
+    );
+    descriptor.set_annotations(Some(annotations));
     store.set_ref(&reference.to_string(), descriptor)?;
     Ok(Pulled {
         reference: reference.clone(),
@@ -317,23 +325,21 @@ pub async fn fetch_blob(
 ) -> Result<()> {
     let digest = blob.digest();
     let what = format!("blob {digest} of {}/{repo}", registry.name());
-    let policy = registry.retry();
     let mut ingest = store.ingest(digest, Some(blob.size()))?;
-    let mut idle = 0;
+    let mut backoff = Backoff::new(registry.retry());
     loop {
         let offset = ingest.written();
         let mut resp = registry.blob(repo, digest, offset).await?;
         if offset > 0 && resume_start(&resp) != Some(offset) {
             ingest.restart()?;
             progress.reset(digest, 0);
-            registry.log().say(&format!(
-                "{what}: the server did not resume at byte {offset} (HTTP {}); starting over",
+            let why = format!(
+                "the server did not resume at byte {offset} (HTTP {}); starting over",
                 resp.status()
-            ));
+            );
             if resp.status() != StatusCode::OK {
                 // A partial answer from elsewhere in the blob: ask again from the start.
-                idle += 1;
-                if !policy.again(idle) {
+                if !backoff.again(registry.log(), &what, why, None).await {
                     return Err(Error::Interrupted {
                         what,
                         reason: "the server does not answer range requests coherently".into(),
@@ -341,6 +347,7 @@ pub async fn fetch_blob(
                 }
                 continue;
             }
+            registry.log().say(&format!("{what}: {why}"));
         }
         let before = ingest.written();
         let reason = loop {
@@ -356,22 +363,18 @@ pub async fn fetch_blob(
             }
         };
         let Some(reason) = reason else { break };
-        idle = if ingest.written() > before {
-            0
-        } else {
-            idle + 1
-        };
-        if !policy.again(idle) {
-            return Err(Error::Interrupted { what, reason });
-        }
-        registry.log().say(&format!(
-            "{what}: cut at byte {} of {} ({reason}); resuming",
+        let why = format!(
+            "cut at byte {} of {} ({reason}); resuming",
             ingest.written(),
             blob.size()
-        ));
-        // A cut after progress resumes at once; only attempts that got nothing back off.
-        if idle > 0 {
-            tokio::time::sleep(policy.delay(idle - 1, None)).await;
+        );
+        // A cut after progress resumes at once; only attempts that got nothing back count
+        // against the policy and back off.
+        if ingest.written() > before {
+            backoff.progressed();
+            registry.log().say(&format!("{what}: {why}"));
+        } else if !backoff.again(registry.log(), &what, why, None).await {
+            return Err(Error::Interrupted { what, reason });
         }
     }
     // The fsync waits for the disk: let the async workers keep downloading meanwhile.

@@ -257,7 +257,22 @@ impl Store {
                 if !reachable.insert(digest) || node == Node::Leaf {
                     continue;
                 }
-                match self.parse_manifest(&desc).map(|p| p.manifest) {
+                // The registry's own bytes of a document kept in OCI form (absent in a store
+                // made by an older img, so optional).
+                let parsed = self.parse_manifest(&desc).map(|p| p.manifest);
+                let own = match &parsed {
+                    Ok(Manifest::Index(index)) => index.annotations().as_ref(),
+                    Ok(Manifest::Image(m)) => m.annotations().as_ref(),
+                    Err(_) => None,
+                };
+                for annotations in [desc.annotations().as_ref(), own].into_iter().flatten() {
+                    if let Some(served) = served_digest(annotations)
+                        && self.has_blob(&served, None)
+                    {
+                        reachable.insert(served);
+                    }
+                }
+                match parsed {
                     Ok(Manifest::Index(index)) => {
                         queue.extend(
                             index
@@ -279,6 +294,15 @@ impl Store {
         }
         Ok((reachable, problems))
     }
+}
+
+/// The registry's digest an `io.img.digest` annotation names.
+pub(crate) fn served_digest(
+    annotations: &std::collections::HashMap<String, String>,
+) -> Option<Digest> {
+    annotations
+        .get(crate::REGISTRY_DIGEST_ANNOTATION)
+        .and_then(|d| digest::parse(d).ok())
 }
 
 /// How a descriptor is reached while marking.

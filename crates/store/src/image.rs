@@ -77,6 +77,20 @@ impl Image {
     }
 }
 
+/// A manifest or index as its registry served it ([`Store::served`]).
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The digest of `bytes`: the registry's digest.
+    pub digest: Digest,
+    /// The document's media type.
+    pub media_type: String,
+    /// The exact bytes.
+    pub bytes: Vec<u8>,
+    /// The registry's bytes were not kept (an older store): these are the stored OCI form,
+    /// whose digest differs from the one the registry served.
+    pub converted: bool,
+}
+
 /// What an image ID, or a prefix of one, names among the stored images. An image's ID is its
 /// config's digest, as docker has it (`sha256:…`; `docker images` shows 12 hex digits).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +245,52 @@ impl Store {
             config,
             config_json,
             platform,
+        })
+    }
+
+    /// The document `descriptor` points at in the form its registry served it: the bytes kept
+    /// under its `io.img.digest` when img stored it converted (a Docker manifest or list kept
+    /// as OCI), else the stored bytes themselves. A store made by an older img did not keep
+    /// the served bytes: then the stored form comes back, with `converted` set.
+    pub fn served(&self, descriptor: &Descriptor) -> Result<Served> {
+        let stored = self.read_blob(descriptor.digest())?;
+        let parsed = manifest::parse(
+            descriptor.digest(),
+            Some(descriptor.media_type().to_string().as_str()),
+            &stored,
+        )?;
+        let own = match &parsed.manifest {
+            Manifest::Index(index) => index.annotations().clone(),
+            Manifest::Image(m) => m.annotations().clone(),
+        };
+        let named = [descriptor.annotations().as_ref(), own.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(crate::gc::served_digest)
+            .filter(|d| d != descriptor.digest());
+        let Some(digest) = named else {
+            return Ok(Served {
+                digest: descriptor.digest().clone(),
+                media_type: parsed.media_type,
+                bytes: stored,
+                converted: false,
+            });
+        };
+        if !self.has_blob(&digest, None) {
+            return Ok(Served {
+                digest: descriptor.digest().clone(),
+                media_type: parsed.media_type,
+                bytes: stored,
+                converted: true,
+            });
+        }
+        let bytes = self.read_blob(&digest)?;
+        let media_type = manifest::parse(&digest, None, &bytes)?.media_type;
+        Ok(Served {
+            digest,
+            media_type,
+            bytes,
+            converted: false,
         })
     }
 

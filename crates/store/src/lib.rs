@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
 pub use gc::{FsckReport, GcReport, Problem};
-pub use image::{IdMatch, Image, is_full_image_id, parse_image_id};
+pub use image::{IdMatch, Image, Served, is_full_image_id, parse_image_id};
 pub use ingest::Ingest;
 pub use oci_spec::image::{
     Descriptor, Digest, DigestAlgorithm, ImageConfiguration, ImageIndex, ImageManifest,
@@ -63,6 +63,11 @@ pub const PLATFORM_ANNOTATION: &str = "io.img.platform";
 /// Our annotation, when the stored document is not the one the registry serves (a Docker
 /// manifest or list kept in its OCI form): the registry's digest for the reference.
 pub const REGISTRY_DIGEST_ANNOTATION: &str = "io.img.digest";
+
+/// Our annotation on an `index.json` entry: where the image came from, `REGISTRY/REPOSITORY`
+/// (the source actually pulled from, a mirror's when a mirror served it). A push to the same
+/// registry mounts blobs from there instead of uploading them.
+pub const SOURCE_ANNOTATION: &str = "io.img.source";
 
 /// The largest manifest or config the store reads into memory.
 pub const MAX_JSON_BLOB: u64 = 16 * 1024 * 1024;

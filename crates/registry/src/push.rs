@@ -1,0 +1,811 @@
+//! Pushing a stored image to a registry: every blob the registry lacks (mounted from another
+//! repository of the same registry when the image came from there, else uploaded, chunk by
+//! chunk for large ones, resumed from the registry's `Range`), then the manifests exactly as
+//! the source registry served them, children before their index.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use img_store::manifest::{self, Manifest};
+use img_store::{Descriptor, Digest, SOURCE_ANNOTATION, Store};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION};
+use reqwest::{Method, Response, StatusCode};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::client::{Registry, Request};
+use crate::error::root_cause;
+use crate::retry::Backoff;
+use crate::{Client, Error, Progress, Reference, Result};
+
+/// What [`push`] may choose.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// How many blobs upload at once.
+    pub concurrency: usize,
+    /// Blobs larger than this go up in `PATCH` chunks of this size (each a point to resume
+    /// from); smaller ones in one `PUT`.
+    pub chunk_size: u64,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            concurrency: 4,
+            chunk_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// Where it went.
+    pub reference: Reference,
+    /// The digest the registry now serves for the reference.
+    pub digest: Digest,
+    /// The media type of that document.
+    pub media_type: String,
+    /// Blobs uploaded, and their bytes.
+    pub uploaded: usize,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+    /// Blobs mounted from another repository of the registry.
+    pub mounted: usize,
+    /// Blobs the registry already had.
+    pub present: usize,
+    /// Set when only the stored platform's manifest was pushed, not the index that named it
+    /// (the store holds one platform of a multi-platform image, as skopeo copies by default).
+    pub platform_only: Option<String>,
+}
+
+/// One document to put: a manifest with the blobs it needs, or an index.
+#[derive(Debug, Clone)]
+struct Doc {
+    digest: Digest,
+    media_type: String,
+    bytes: Vec<u8>,
+    blobs: Vec<Descriptor>,
+}
+
+/// Push the stored image `name` to `destination`. The manifests go up byte for byte as the
+/// source registry served them, so the image keeps its digest.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), img_registry::Error> {
+/// use std::sync::Arc;
+/// use img_registry::{Client, ClientOptions, PushOptions, Quiet, Reference, push};
+///
+/// let store = img_store::Store::open("/var/tmp/store")?;
+/// let to = Reference::parse("127.0.0.1:5000/team/redis:7")?;
+/// let client = Client::new(ClientOptions::default());
+/// let pushed = push(&client, &store, "127.0.0.1:5000/redis:7", &to, &PushOptions::default(),
+///     Arc::new(Quiet)).await?;
+/// println!("{} is {}", pushed.reference, pushed.digest);
+/// # Ok(()) }
+/// ```
+pub async fn push(
+    client: &Client,
+    store: &Store,
+    name: &str,
+    destination: &Reference,
+    options: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Pushed> {
+    let descriptor = store
+        .find_ref(name)?
+        .ok_or_else(|| img_store::Error::RefNotFound(name.to_string()))?;
+    let (docs, platform_only) = plan(store, name, &descriptor, client)?;
+    // Pushes go where the reference says (after registries.conf's rewrite), never to mirrors.
+    let target = client
+        .sources(destination)?
+        .into_iter()
+        .rfind(|s| !s.mirror)
+        .ok_or_else(|| Error::Protocol {
+            what: destination.to_string(),
+            reason: "registries.conf gives no location to push to".into(),
+        })?;
+    let registry = client.registry(&target.registry, target.insecure)?;
+    let repo = target.repository.clone();
+    let from = descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(SOURCE_ANNOTATION))
+        .and_then(|s| s.split_once('/'))
+        .filter(|(reg, src)| *reg == target.registry && *src != repo)
+        .map(|(_, src)| src.to_string());
+
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for doc in &docs {
+        for b in &doc.blobs {
+            if !blobs.iter().any(|x| x.digest() == b.digest()) {
+                blobs.push(b.clone());
+            }
+        }
+    }
+    let counts = push_blobs(
+        &registry,
+        store,
+        &repo,
+        from.as_deref(),
+        blobs,
+        options,
+        &progress,
+    )
+    .await?;
+
+    let (top, children) = docs.split_last().expect("a plan has at least one document");
+    for child in children {
+        put_manifest(&registry, &repo, child, child.digest.as_ref()).await?;
+    }
+    let tag = destination
+        .digest()
+        .map_or_else(|| destination.manifest_reference(), |d| d.to_string());
+    if let Some(d) = destination.digest()
+        && d != &top.digest
+    {
+        return Err(Error::Protocol {
+            what: format!("push of {name} to {destination}"),
+            reason: format!("the image's digest is {}", top.digest),
+        });
+    }
+    put_manifest(&registry, &repo, top, &tag).await?;
+    Ok(Pushed {
+        reference: destination.clone(),
+        digest: top.digest.clone(),
+        media_type: top.media_type.clone(),
+        uploaded: counts.uploaded,
+        uploaded_bytes: counts.uploaded_bytes,
+        mounted: counts.mounted,
+        present: counts.present,
+        platform_only,
+    })
+}
+
+/// The documents to put, children first. An index goes up whole when the store holds every
+/// manifest it lists with their blobs; else only the stored platform's manifest.
+fn plan(
+    store: &Store,
+    name: &str,
+    descriptor: &Descriptor,
+    client: &Client,
+) -> Result<(Vec<Doc>, Option<String>)> {
+    let top = store.served(descriptor)?;
+    if top.converted {
+        client.options().log.say(&format!(
+            "{name}: this store (from an older img) did not keep the registry's own manifest; \
+             pushing its OCI form, whose digest is {}",
+            top.digest
+        ));
+    }
+    let parsed = manifest::parse(&top.digest, Some(&top.media_type), &top.bytes)?;
+    match parsed.manifest {
+        Manifest::Image(m) => Ok((
+            vec![Doc {
+                digest: top.digest,
+                media_type: top.media_type,
+                bytes: top.bytes,
+                blobs: image_blobs(&m),
+            }],
+            None,
+        )),
+        Manifest::Index(index) => {
+            let mut docs = Vec::new();
+            for child in index.manifests() {
+                match whole_manifest(store, child)? {
+                    Some(doc) => docs.push(doc),
+                    None => break,
+                }
+            }
+            if docs.len() == index.manifests().len() {
+                docs.push(Doc {
+                    digest: top.digest,
+                    media_type: top.media_type,
+                    bytes: top.bytes,
+                    blobs: Vec::new(),
+                });
+                return Ok((docs, None));
+            }
+            // One platform of several: its manifest alone, as the registry served it.
+            let image = store.image(name)?;
+            let mut stored = Descriptor::new(
+                image.manifest_media_type.as_str().into(),
+                image.manifest_size,
+                image.manifest_digest.clone(),
+            );
+            stored.set_annotations(image.manifest.annotations().clone());
+            let served = store.served(&stored)?;
+            let platform = image.platform.clone().unwrap_or_else(|| "?".into());
+            client.options().log.say(&format!(
+                "{name}: the store holds only {platform} of the {} platforms its index lists; \
+                 pushing that platform's manifest",
+                index.manifests().len()
+            ));
+            Ok((
+                vec![Doc {
+                    digest: served.digest,
+                    media_type: served.media_type,
+                    bytes: served.bytes,
+                    blobs: image_blobs(&image.manifest),
+                }],
+                Some(platform),
+            ))
+        }
+    }
+}
+
+/// An index's child as a document to put, when the store has it and all its blobs.
+fn whole_manifest(store: &Store, child: &Descriptor) -> Result<Option<Doc>> {
+    if !store.has_blob(child.digest(), Some(child.size())) {
+        return Ok(None);
+    }
+    let bytes = store.read_blob(child.digest())?;
+    let declared = child.media_type().to_string();
+    let parsed = manifest::parse(child.digest(), Some(&declared), &bytes)?;
+    let Manifest::Image(m) = parsed.manifest else {
+        return Ok(None);
+    };
+    let blobs = image_blobs(&m);
+    if !blobs
+        .iter()
+        .all(|b| store.has_blob(b.digest(), Some(b.size())))
+    {
+        return Ok(None);
+    }
+    Ok(Some(Doc {
+        digest: child.digest().clone(),
+        media_type: parsed.media_type,
+        bytes,
+        blobs,
+    }))
+}
+
+fn image_blobs(m: &img_store::ImageManifest) -> Vec<Descriptor> {
+    let mut blobs = vec![m.config().clone()];
+    blobs.extend(m.layers().iter().cloned());
+    blobs
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    uploaded: usize,
+    uploaded_bytes: u64,
+    mounted: usize,
+    present: usize,
+}
+
+/// How one blob got there.
+enum Outcome {
+    Present,
+    Mounted,
+    Uploaded(u64),
+}
+
+async fn push_blobs(
+    registry: &Arc<Registry>,
+    store: &Store,
+    repo: &str,
+    from: Option<&str>,
+    blobs: Vec<Descriptor>,
+    options: &PushOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<Counts> {
+    let present = vec![false; blobs.len()];
+    progress.blobs(&blobs, &present);
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for blob in blobs {
+        let (registry, store, repo) = (registry.clone(), store.clone(), repo.to_string());
+        let from = from.map(str::to_string);
+        let (permits, progress, chunk) = (permits.clone(), progress.clone(), options.chunk_size);
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let outcome = push_blob(
+                &registry,
+                &store,
+                &repo,
+                from.as_deref(),
+                &blob,
+                chunk,
+                &progress,
+            )
+            .await;
+            if outcome.is_ok() {
+                progress.done(blob.digest());
+            }
+            outcome
+        });
+    }
+    let mut counts = Counts::default();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(Outcome::Present)) => counts.present += 1,
+            Ok(Ok(Outcome::Mounted)) => counts.mounted += 1,
+            Ok(Ok(Outcome::Uploaded(bytes))) => {
+                counts.uploaded += 1;
+                counts.uploaded_bytes += bytes;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                return Err(Error::Interrupted {
+                    what: "blob upload".into(),
+                    reason: root_cause(&e),
+                });
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// The scope a push of `repo` needs, with pull on the mount source.
+fn push_scope(repo: &str, from: Option<&str>) -> String {
+    match from {
+        Some(src) => format!("repository:{repo}:pull,push repository:{src}:pull"),
+        None => format!("repository:{repo}:pull,push"),
+    }
+}
+
+/// One blob: nothing when the registry has it, a mount when it can, else an upload.
+async fn push_blob(
+    registry: &Registry,
+    store: &Store,
+    repo: &str,
+    from: Option<&str>,
+    blob: &Descriptor,
+    chunk: u64,
+    progress: &Arc<dyn Progress>,
+) -> Result<Outcome> {
+    let digest = blob.digest();
+    let what = format!("blob {digest} to {}/{repo}", registry.name());
+    if blob_exists(registry, repo, digest, &what).await? {
+        return Ok(Outcome::Present);
+    }
+    // Open it now: a missing blob fails before anything is sent.
+    let path = store.blob_path(digest);
+    drop(store.open_blob(digest)?);
+    let mut backoff = Backoff::new(registry.retry());
+    let mut mount_from = from;
+    loop {
+        let location = match start_upload(registry, repo, mount_from, digest, &what).await? {
+            Started::Mounted => return Ok(Outcome::Mounted),
+            Started::Session(location) => location,
+        };
+        // A registry that declined the mount will not mount it on a retry either.
+        mount_from = None;
+        let sent = if blob.size() <= chunk {
+            put_whole(registry, repo, &location, &path, blob, progress, &what).await
+        } else {
+            put_chunks(
+                registry, repo, location, &path, blob, chunk, progress, &what,
+            )
+            .await
+        };
+        match sent {
+            Ok(()) => return Ok(Outcome::Uploaded(blob.size())),
+            Err(e) if upload_may_recover(&e) => {
+                progress.reset(digest, 0);
+                if !backoff
+                    .again(registry.log(), &what, format!("{e}; starting over"), None)
+                    .await
+                {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Failures a fresh upload session may get past.
+fn upload_may_recover(e: &Error) -> bool {
+    match e {
+        Error::Interrupted { .. } | Error::Unreachable { .. } => true,
+        Error::Status { status, .. } => {
+            status.is_server_error()
+                || *status == StatusCode::NOT_FOUND
+                || *status == StatusCode::RANGE_NOT_SATISFIABLE
+        }
+        _ => false,
+    }
+}
+
+async fn blob_exists(registry: &Registry, repo: &str, digest: &Digest, what: &str) -> Result<bool> {
+    let target = format!("/v2/{repo}/blobs/{digest}");
+    let resp = registry
+        .request(&Request {
+            method: Method::HEAD,
+            what,
+            repository: repo,
+            scope: push_scope(repo, None),
+            target: &target,
+            headers: HeaderMap::new(),
+            body: None,
+        })
+        .await?;
+    match resp.status() {
+        StatusCode::NOT_FOUND => Ok(false),
+        s if s.is_success() => Ok(true),
+        _ => registry.checked(what, repo, resp).await.map(|_| false),
+    }
+}
+
+enum Started {
+    Mounted,
+    Session(String),
+}
+
+/// Open an upload session, asking to mount the blob from `from` when given.
+async fn start_upload(
+    registry: &Registry,
+    repo: &str,
+    from: Option<&str>,
+    digest: &Digest,
+    what: &str,
+) -> Result<Started> {
+    let target = match from {
+        Some(src) => format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={src}"),
+        None => format!("/v2/{repo}/blobs/uploads/"),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    let resp = registry
+        .request(&Request {
+            method: Method::POST,
+            what,
+            repository: repo,
+            scope: push_scope(repo, from),
+            target: &target,
+            headers,
+            body: None,
+        })
+        .await?;
+    let resp = registry.checked(what, repo, resp).await?;
+    if resp.status() == StatusCode::CREATED && from.is_some() {
+        return Ok(Started::Mounted);
+    }
+    Ok(Started::Session(location(registry, &resp, what)?))
+}
+
+/// The absolute URL of an upload session's next step.
+fn location(registry: &Registry, resp: &Response, what: &str) -> Result<String> {
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Protocol {
+            what: what.to_string(),
+            reason: format!("the registry answered {} without a Location", resp.status()),
+        })?;
+    Ok(registry.resolve(loc))
+}
+
+/// `location` with `digest=D` added to its query.
+fn with_digest(location: &str, digest: &Digest) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}
+
+/// The whole blob in one `PUT`.
+async fn put_whole(
+    registry: &Registry,
+    repo: &str,
+    location: &str,
+    path: &std::path::Path,
+    blob: &Descriptor,
+    progress: &Arc<dyn Progress>,
+    what: &str,
+) -> Result<()> {
+    let digest = blob.digest().clone();
+    let target = with_digest(location, &digest);
+    let mut headers = octets();
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(blob.size()));
+    let body = file_body(path, 0, blob.size(), digest, progress);
+    let resp = registry
+        .request(&Request {
+            method: Method::PUT,
+            what,
+            repository: repo,
+            scope: push_scope(repo, None),
+            target: &target,
+            headers,
+            body: Some(&body),
+        })
+        .await?;
+    registry.checked(what, repo, resp).await.map(drop)
+}
+
+/// The blob in `PATCH` chunks with `Content-Range`, then a `PUT` that names its digest. A
+/// chunk that fails is resumed from where the registry says it has the bytes up to.
+#[allow(clippy::too_many_arguments)]
+async fn put_chunks(
+    registry: &Registry,
+    repo: &str,
+    mut location: String,
+    path: &std::path::Path,
+    blob: &Descriptor,
+    chunk: u64,
+    progress: &Arc<dyn Progress>,
+    what: &str,
+) -> Result<()> {
+    let digest = blob.digest();
+    let size = blob.size();
+    let mut offset = 0;
+    let mut backoff = Backoff::new(registry.retry());
+    while offset < size {
+        let len = chunk.min(size - offset);
+        let mut headers = octets();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        headers.insert(
+            "content-range",
+            HeaderValue::from_str(&format!("{offset}-{}", offset + len - 1))
+                .expect("digits and a dash are a valid header"),
+        );
+        let body = file_body(path, offset, len, digest.clone(), progress);
+        let sent = registry
+            .request(&Request {
+                method: Method::PATCH,
+                what,
+                repository: repo,
+                scope: push_scope(repo, None),
+                target: &location,
+                headers,
+                body: Some(&body),
+            })
+            .await;
+        match sent {
+            Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                location = location_or(registry, &resp, location);
+                offset += len;
+                backoff.progressed();
+                continue;
+            }
+            Ok(resp)
+                if !resp.status().is_server_error()
+                    && resp.status() != StatusCode::RANGE_NOT_SATISFIABLE =>
+            {
+                registry.checked(what, repo, resp).await?;
+                return Err(Error::Protocol {
+                    what: what.to_string(),
+                    reason: "the registry did not accept the chunk".into(),
+                });
+            }
+            Ok(resp) => {
+                let why = format!(
+                    "chunk at byte {offset}: registry answered {}",
+                    resp.status()
+                );
+                if !backoff.again(registry.log(), what, why, None).await {
+                    return registry.checked(what, repo, resp).await.map(drop);
+                }
+            }
+            Err(e) => {
+                if !backoff
+                    .again(
+                        registry.log(),
+                        what,
+                        format!("chunk at byte {offset}: {e}"),
+                        None,
+                    )
+                    .await
+                {
+                    return Err(e);
+                }
+            }
+        }
+        // Ask the registry how far it got, and go on from there.
+        let (at, next) = upload_status(registry, repo, &location, what).await?;
+        location = next;
+        progress.reset(digest, at);
+        registry.log().say(&format!(
+            "{what}: the registry has {at} of {size} bytes; resuming"
+        ));
+        offset = at;
+    }
+    let target = with_digest(&location, digest);
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    let resp = registry
+        .request(&Request {
+            method: Method::PUT,
+            what,
+            repository: repo,
+            scope: push_scope(repo, None),
+            target: &target,
+            headers,
+            body: None,
+        })
+        .await?;
+    registry.checked(what, repo, resp).await.map(drop)
+}
+
+/// The upload session's state: how many bytes the registry holds, and where to go on.
+async fn upload_status(
+    registry: &Registry,
+    repo: &str,
+    location: &str,
+    what: &str,
+) -> Result<(u64, String)> {
+    let resp = registry
+        .request(&Request {
+            method: Method::GET,
+            what,
+            repository: repo,
+            scope: push_scope(repo, None),
+            target: location,
+            headers: HeaderMap::new(),
+            body: None,
+        })
+        .await?;
+    let resp = registry.checked(what, repo, resp).await?;
+    let at = resp
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(upload_range_end)
+        .unwrap_or(0);
+    let next = location_or(registry, &resp, location.to_string());
+    Ok((at, next))
+}
+
+/// Bytes held according to an upload's `Range: 0-END` (END inclusive): END + 1. Distribution
+/// answers `0-0` for an empty upload as well as for one byte: taken as empty (the byte is
+/// sent again, which a registry holding it refuses, and the upload starts over).
+fn upload_range_end(range: &str) -> Option<u64> {
+    let range = range.trim().trim_start_matches("bytes=");
+    let (start, end) = range.split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    match end.trim().parse::<u64>().ok()? {
+        0 => Some(0),
+        end => end.checked_add(1),
+    }
+}
+
+fn location_or(registry: &Registry, resp: &Response, old: String) -> String {
+    resp.headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map_or(old, |l| registry.resolve(l))
+}
+
+fn octets() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers
+}
+
+/// Put a manifest under `reference` (a tag or its digest); the registry must agree on its
+/// digest.
+async fn put_manifest(registry: &Registry, repo: &str, doc: &Doc, reference: &str) -> Result<()> {
+    let sep = if reference.contains(':') { '@' } else { ':' };
+    let what = format!("manifest {}/{repo}{sep}{reference}", registry.name());
+    let target = format!("/v2/{repo}/manifests/{reference}");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&doc.media_type).map_err(|e| Error::Protocol {
+            what: what.clone(),
+            reason: format!("media type {:?}: {e}", doc.media_type),
+        })?,
+    );
+    let bytes = bytes::Bytes::from(doc.bytes.clone());
+    let body = move || reqwest::Body::from(bytes.clone());
+    let resp = registry
+        .request(&Request {
+            method: Method::PUT,
+            what: &what,
+            repository: repo,
+            scope: push_scope(repo, None),
+            target: &target,
+            headers,
+            body: Some(&body),
+        })
+        .await?;
+    let resp = registry.checked(&what, repo, resp).await?;
+    if let Some(theirs) = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| img_store::digest::parse(v).ok())
+        && theirs.algorithm() == doc.digest.algorithm()
+        && theirs != doc.digest
+    {
+        return Err(Error::Protocol {
+            what,
+            reason: format!(
+                "the registry stored it as {theirs}, not {} (it changed the bytes)",
+                doc.digest
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A body that streams `len` bytes of the file from `offset`, read on a blocking thread and
+/// counted on `progress` as they go.
+fn file_body(
+    path: &std::path::Path,
+    offset: u64,
+    len: u64,
+    digest: Digest,
+    progress: &Arc<dyn Progress>,
+) -> impl Fn() -> reqwest::Body + Send + Sync + use<> {
+    let path = path.to_path_buf();
+    let progress = progress.clone();
+    move || {
+        let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        let (path, digest, progress) = (path.clone(), digest.clone(), progress.clone());
+        tokio::task::spawn_blocking(move || {
+            let read = |tx: &mpsc::Sender<std::io::Result<bytes::Bytes>>| -> std::io::Result<()> {
+                let mut file = std::fs::File::open(&path)?;
+                file.seek(SeekFrom::Start(offset))?;
+                let mut left = len;
+                progress.reset(&digest, offset);
+                while left > 0 {
+                    let mut buf = vec![0; left.min(256 * 1024) as usize];
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("{} ended early", path.display()),
+                        ));
+                    }
+                    buf.truncate(n);
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(buf.into())).is_err() {
+                        return Ok(()); // the request was dropped
+                    }
+                    progress.advance(&digest, n as u64);
+                }
+                Ok(())
+            };
+            if let Err(e) = read(&tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        reqwest::Body::wrap_stream(Chunks(rx))
+    }
+}
+
+/// The receiving end of [`file_body`]'s channel as a stream.
+struct Chunks(mpsc::Receiver<std::io::Result<bytes::Bytes>>);
+
+impl futures_core::Stream for Chunks {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_upload_ranges() {
+        assert_eq!(upload_range_end("0-99"), Some(100));
+        assert_eq!(upload_range_end("bytes=0-0"), Some(0));
+        assert_eq!(upload_range_end("5-9"), None);
+        assert_eq!(upload_range_end("0-"), None);
+        assert_eq!(upload_range_end("0-18446744073709551615"), None);
+    }
+
+    #[test]
+    fn adds_the_digest_to_a_location() {
+        let d = img_store::digest::sha256(b"x");
+        assert_eq!(
+            with_digest("http://r/v2/a/blobs/uploads/u?_state=s", &d),
+            format!("http://r/v2/a/blobs/uploads/u?_state=s&digest={d}")
+        );
+        assert_eq!(
+            with_digest("http://r/v2/a/blobs/uploads/u", &d),
+            format!("http://r/v2/a/blobs/uploads/u?digest={d}")
+        );
+    }
+}
