@@ -19,6 +19,10 @@ pub struct PushArgs {
     pub image: String,
     /// Where to push it (`[docker://]HOST/REPO:TAG`) [default: the image's own reference]
     pub destination: Option<String>,
+    /// Blobs larger than this many MiB go up in chunks of this size, each a point an
+    /// interrupted upload resumes from
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub chunk_size: u64,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -34,7 +38,7 @@ pub fn run(global: &Global, args: PushArgs) -> Result<ExitCode> {
     let client = args.registry.client(global)?;
     let options = PushOptions {
         concurrency: args.registry.jobs.max(1),
-        ..PushOptions::default()
+        chunk_size: args.chunk_size.max(1) * 1024 * 1024,
     };
     let visible = !global.quiet && !global.json && std::io::stderr().is_terminal();
     let bars = Arc::new(Bars::new(visible));
