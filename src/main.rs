@@ -92,6 +92,8 @@ enum Command {
     Push(commands::push::PushArgs),
     /// Give a stored image another name
     Tag(commands::tag::TagArgs),
+    /// Copy an image between registries, layouts, archives and the store (skopeo's places)
+    Copy(commands::copy::CopyArgs),
     /// Remove image references (blobs stay until `img gc`)
     Rmi(commands::rmi::RmiArgs),
     /// Remove blobs no image reaches
@@ -174,6 +176,7 @@ fn main() -> ExitCode {
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => commands::rmi::run(g, a),
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => commands::push::run(g, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => commands::tag::run(g, a),
+        Command::Copy(a) => commands::copy::run(g, a),
         Command::Unpack(a) => commands::unpack::run_unpack(g, a),
         Command::Mount(a) => commands::unpack::run_mount(g, a),
         Command::Umount(a) => commands::unpack::run_umount(g, a),

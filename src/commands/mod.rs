@@ -2,6 +2,7 @@
 //! the library crates; the helpers here are what several of them share.
 
 pub mod container;
+pub mod copy;
 pub mod fsck;
 pub mod gc;
 pub mod images;

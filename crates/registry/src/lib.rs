@@ -20,6 +20,7 @@
 pub mod auth;
 mod client;
 mod conf;
+mod copy;
 mod error;
 mod platform;
 mod pull;
@@ -31,6 +32,7 @@ pub use client::{
     Client, ClientOptions, Credentials, FetchedManifest, Log, MAX_MANIFEST, Registry,
 };
 pub use conf::{Mirror, RegistriesConf, RegistryEntry, Source};
+pub use copy::{CopyOptions, copy};
 pub use error::{Error, Result};
 pub use platform::Platform;
 pub use pull::{Progress, PullOptions, Pulled, Quiet, fetch_blob, pull};

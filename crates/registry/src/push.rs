@@ -62,11 +62,20 @@ pub struct Pushed {
 
 /// One document to put: a manifest with the blobs it needs, or an index.
 #[derive(Debug, Clone)]
-struct Doc {
-    digest: Digest,
-    media_type: String,
-    bytes: Vec<u8>,
-    blobs: Vec<Descriptor>,
+pub(crate) struct Doc {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    pub blobs: Vec<Descriptor>,
+}
+
+/// Where the bytes of the blobs being put come from.
+#[derive(Debug, Clone)]
+pub(crate) enum BlobSource {
+    /// The local store.
+    Store(Store),
+    /// Another repository, streamed through without being kept (verified in flight).
+    Registry(Arc<Registry>, String),
 }
 
 /// Push the stored image `name` to `destination`. The manifests go up byte for byte as the
@@ -116,44 +125,21 @@ pub async fn push(
         .filter(|(reg, src)| *reg == target.registry && *src != repo)
         .map(|(_, src)| src.to_string());
 
-    let mut blobs: Vec<Descriptor> = Vec::new();
-    for doc in &docs {
-        for b in &doc.blobs {
-            if !blobs.iter().any(|x| x.digest() == b.digest()) {
-                blobs.push(b.clone());
-            }
-        }
-    }
-    let counts = push_blobs(
+    let (digest, counts) = put_docs(
         &registry,
-        store,
         &repo,
         from.as_deref(),
-        blobs,
+        &BlobSource::Store(store.clone()),
+        &docs,
+        destination,
         options,
         &progress,
     )
     .await?;
-
-    let (top, children) = docs.split_last().expect("a plan has at least one document");
-    for child in children {
-        put_manifest(&registry, &repo, child, child.digest.as_ref()).await?;
-    }
-    let tag = destination
-        .digest()
-        .map_or_else(|| destination.manifest_reference(), |d| d.to_string());
-    if let Some(d) = destination.digest()
-        && d != &top.digest
-    {
-        return Err(Error::Protocol {
-            what: format!("push of {name} to {destination}"),
-            reason: format!("the image's digest is {}", top.digest),
-        });
-    }
-    put_manifest(&registry, &repo, top, &tag).await?;
+    let top = docs.last().expect("a plan has at least one document");
     Ok(Pushed {
         reference: destination.clone(),
-        digest: top.digest.clone(),
+        digest,
         media_type: top.media_type.clone(),
         uploaded: counts.uploaded,
         uploaded_bytes: counts.uploaded_bytes,
@@ -161,6 +147,50 @@ pub async fn push(
         present: counts.present,
         platform_only,
     })
+}
+
+/// Put `docs` (children first, the top last) into `repo`: their blobs, then the manifests, the
+/// top one under the destination's tag or digest. Returns the top's digest.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn put_docs(
+    registry: &Arc<Registry>,
+    repo: &str,
+    from: Option<&str>,
+    source: &BlobSource,
+    docs: &[Doc],
+    destination: &Reference,
+    options: &PushOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<(Digest, Counts)> {
+    let (top, children) = docs.split_last().ok_or_else(|| Error::Protocol {
+        what: destination.to_string(),
+        reason: "nothing to put".into(),
+    })?;
+    if let Some(d) = destination.digest()
+        && d != &top.digest
+    {
+        return Err(Error::Protocol {
+            what: format!("push to {destination}"),
+            reason: format!("the image's digest is {}", top.digest),
+        });
+    }
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for doc in docs {
+        for b in &doc.blobs {
+            if !blobs.iter().any(|x| x.digest() == b.digest()) {
+                blobs.push(b.clone());
+            }
+        }
+    }
+    let counts = push_blobs(registry, repo, from, source, blobs, options, progress).await?;
+    for child in children {
+        put_manifest(registry, repo, child, child.digest.as_ref()).await?;
+    }
+    let tag = destination
+        .digest()
+        .map_or_else(|| destination.manifest_reference(), |d| d.to_string());
+    put_manifest(registry, repo, top, &tag).await?;
+    Ok((top.digest.clone(), counts))
 }
 
 /// The documents to put, children first. An index goes up whole when the store holds every
@@ -261,18 +291,20 @@ fn whole_manifest(store: &Store, child: &Descriptor) -> Result<Option<Doc>> {
     }))
 }
 
-fn image_blobs(m: &img_store::ImageManifest) -> Vec<Descriptor> {
+/// A manifest's config and layers.
+pub(crate) fn image_blobs(m: &img_store::ImageManifest) -> Vec<Descriptor> {
     let mut blobs = vec![m.config().clone()];
     blobs.extend(m.layers().iter().cloned());
     blobs
 }
 
+/// How the blobs got there.
 #[derive(Debug, Default)]
-struct Counts {
-    uploaded: usize,
-    uploaded_bytes: u64,
-    mounted: usize,
-    present: usize,
+pub(crate) struct Counts {
+    pub uploaded: usize,
+    pub uploaded_bytes: u64,
+    pub mounted: usize,
+    pub present: usize,
 }
 
 /// How one blob got there.
@@ -284,9 +316,9 @@ enum Outcome {
 
 async fn push_blobs(
     registry: &Arc<Registry>,
-    store: &Store,
     repo: &str,
     from: Option<&str>,
+    source: &BlobSource,
     blobs: Vec<Descriptor>,
     options: &PushOptions,
     progress: &Arc<dyn Progress>,
@@ -296,14 +328,14 @@ async fn push_blobs(
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for blob in blobs {
-        let (registry, store, repo) = (registry.clone(), store.clone(), repo.to_string());
+        let (registry, source, repo) = (registry.clone(), source.clone(), repo.to_string());
         let from = from.map(str::to_string);
         let (permits, progress, chunk) = (permits.clone(), progress.clone(), options.chunk_size);
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let outcome = push_blob(
                 &registry,
-                &store,
+                &source,
                 &repo,
                 from.as_deref(),
                 &blob,
@@ -349,7 +381,7 @@ fn push_scope(repo: &str, from: Option<&str>) -> String {
 /// One blob: nothing when the registry has it, a mount when it can, else an upload.
 async fn push_blob(
     registry: &Registry,
-    store: &Store,
+    source: &BlobSource,
     repo: &str,
     from: Option<&str>,
     blob: &Descriptor,
@@ -361,9 +393,10 @@ async fn push_blob(
     if blob_exists(registry, repo, digest, &what).await? {
         return Ok(Outcome::Present);
     }
-    // Open it now: a missing blob fails before anything is sent.
-    let path = store.blob_path(digest);
-    drop(store.open_blob(digest)?);
+    // A missing blob fails before anything is sent.
+    if let BlobSource::Store(store) = source {
+        drop(store.open_blob(digest)?);
+    }
     let mut backoff = Backoff::new(registry.retry());
     let mut mount_from = from;
     loop {
@@ -373,13 +406,23 @@ async fn push_blob(
         };
         // A registry that declined the mount will not mount it on a retry either.
         mount_from = None;
-        let sent = if blob.size() <= chunk {
-            put_whole(registry, repo, &location, &path, blob, progress, &what).await
-        } else {
-            put_chunks(
-                registry, repo, location, &path, blob, chunk, progress, &what,
-            )
-            .await
+        let sent = match source {
+            BlobSource::Store(store) if blob.size() > chunk => {
+                let path = store.blob_path(digest);
+                put_chunks(
+                    registry, repo, location, &path, blob, chunk, progress, &what,
+                )
+                .await
+            }
+            BlobSource::Store(store) => {
+                let path = store.blob_path(digest);
+                let body = file_body(&path, 0, blob.size(), digest.clone(), progress);
+                put_whole(registry, repo, &location, &body, blob, &what).await
+            }
+            BlobSource::Registry(from, from_repo) => {
+                let body = registry_body(from.clone(), from_repo.clone(), blob.clone(), progress);
+                put_whole(registry, repo, &location, &body, blob, &what).await
+            }
         };
         match sent {
             Ok(()) => return Ok(Outcome::Uploaded(blob.size())),
@@ -491,16 +534,13 @@ async fn put_whole(
     registry: &Registry,
     repo: &str,
     location: &str,
-    path: &std::path::Path,
+    body: &(dyn Fn() -> reqwest::Body + Send + Sync),
     blob: &Descriptor,
-    progress: &Arc<dyn Progress>,
     what: &str,
 ) -> Result<()> {
-    let digest = blob.digest().clone();
-    let target = with_digest(location, &digest);
+    let target = with_digest(location, blob.digest());
     let mut headers = octets();
     headers.insert(CONTENT_LENGTH, HeaderValue::from(blob.size()));
-    let body = file_body(path, 0, blob.size(), digest, progress);
     let resp = registry
         .request(&Request {
             method: Method::PUT,
@@ -509,7 +549,7 @@ async fn put_whole(
             scope: push_scope(repo, None),
             target: &target,
             headers,
-            body: Some(&body),
+            body: Some(body),
         })
         .await?;
     registry.checked(what, repo, resp).await.map(drop)
@@ -772,7 +812,71 @@ fn file_body(
     }
 }
 
-/// The receiving end of [`file_body`]'s channel as a stream.
+/// A body that streams a blob from another registry. Each chunk is hashed as it passes and
+/// the last one is held back until the whole blob matched its digest and size, so the
+/// destination never receives a complete body of unverified bytes.
+fn registry_body(
+    from: Arc<Registry>,
+    repo: String,
+    blob: Descriptor,
+    progress: &Arc<dyn Progress>,
+) -> impl Fn() -> reqwest::Body + Send + Sync + use<> {
+    let progress = progress.clone();
+    move || {
+        let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        let (from, repo, blob, progress) =
+            (from.clone(), repo.clone(), blob.clone(), progress.clone());
+        tokio::spawn(async move {
+            let digest = blob.digest();
+            progress.reset(digest, 0);
+            let forwarded = async {
+                let mut resp = from
+                    .blob(&repo, digest, 0)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let mut hasher =
+                    img_store::digest::Hasher::for_digest(digest).map_err(std::io::Error::other)?;
+                let mut held: Option<bytes::Bytes> = None;
+                let mut seen = 0u64;
+                while let Some(chunk) = resp.chunk().await.map_err(std::io::Error::other)? {
+                    seen += chunk.len() as u64;
+                    if seen > blob.size() {
+                        return Err(std::io::Error::other(format!(
+                            "blob {digest}: more than its {} bytes",
+                            blob.size()
+                        )));
+                    }
+                    hasher.update(&chunk);
+                    progress.advance(digest, chunk.len() as u64);
+                    if let Some(prev) = held.replace(chunk)
+                        && tx.send(Ok(prev)).await.is_err()
+                    {
+                        return Ok(None);
+                    }
+                }
+                let actual = hasher.finish();
+                if seen != blob.size() || &actual != digest {
+                    return Err(std::io::Error::other(format!(
+                        "blob {digest}: the source sent {seen} bytes hashing to {actual}"
+                    )));
+                }
+                Ok(held)
+            };
+            match forwarded.await {
+                Ok(Some(last)) => {
+                    let _ = tx.send(Ok(last)).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
+        reqwest::Body::wrap_stream(Chunks(rx))
+    }
+}
+
+/// The receiving end of a body's channel as a stream.
 struct Chunks(mpsc::Receiver<std::io::Result<bytes::Bytes>>);
 
 impl futures_core::Stream for Chunks {
