@@ -214,6 +214,6 @@ mod tests {
         );
         assert!(Place::parse("oci:").is_err());
         assert!(Place::parse("containers-storage:redis").is_err());
-        assert!(Place::parse("docker://UPPER/x").is_err());
+        assert!(Place::parse("docker://docker.io/UPPER/x").is_err());
     }
 }
