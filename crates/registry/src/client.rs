@@ -342,11 +342,12 @@ impl Registry {
     }
 
     /// Start a blob download from byte `offset` (a `Range` request when it is not 0); the
-    /// caller streams the body with [`Response::chunk`] and checks for `206`.
-    pub async fn blob(&self, repository: &str, digest: &Digest, offset: u64) -> Result<Response> {
+    /// caller reads it with [`BlobStream::chunk`] and checks [`BlobStream::start`].
+    pub async fn blob(&self, repository: &str, digest: &Digest, offset: u64) -> Result<BlobStream> {
         let what = format!("blob {digest} of {}/{repository}", self.name);
         let path = format!("/v2/{repository}/blobs/{digest}");
-        self.get(&what, repository, &path, None, offset).await
+        let resp = self.get(&what, repository, &path, None, offset).await?;
+        Ok(BlobStream { what, resp })
     }
 
     /// GET `path` with pull authorization; an error status becomes an [`Error`].
@@ -685,6 +686,42 @@ impl Registry {
             .filter(|&s| s > 0)
             .unwrap_or(60);
         Ok((token.to_string(), Duration::from_secs(ttl)))
+    }
+}
+
+/// A blob as it arrives from a registry ([`Registry::blob`]).
+#[derive(Debug)]
+pub struct BlobStream {
+    what: String,
+    resp: Response,
+}
+
+impl BlobStream {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        self.resp.status().as_u16()
+    }
+
+    /// Where in the blob the bytes start: 0 for a whole answer (`200`), the start of a `206`
+    /// answer's `Content-Range`, `None` for anything else.
+    pub fn start(&self) -> Option<u64> {
+        if self.resp.status() == StatusCode::OK {
+            return Some(0);
+        }
+        crate::pull::resume_start(&self.resp)
+    }
+
+    /// The next bytes; `None` at the end. A stall longer than the client's stall timeout, or a
+    /// cut connection, is [`Error::Interrupted`] (reason `stalled` for the former).
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>> {
+        self.resp.chunk().await.map_err(|e| Error::Interrupted {
+            what: self.what.clone(),
+            reason: if e.is_timeout() {
+                "stalled".to_string()
+            } else {
+                root_cause(&e)
+            },
+        })
     }
 }
 

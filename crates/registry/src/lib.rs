@@ -29,7 +29,7 @@ mod reference;
 mod retry;
 
 pub use client::{
-    Client, ClientOptions, Credentials, FetchedManifest, Log, MAX_MANIFEST, Registry,
+    BlobStream, Client, ClientOptions, Credentials, FetchedManifest, Log, MAX_MANIFEST, Registry,
 };
 pub use conf::{Mirror, RegistriesConf, RegistryEntry, Source};
 pub use copy::{CopyOptions, copy};

@@ -330,14 +330,14 @@ pub async fn fetch_blob(
     loop {
         let offset = ingest.written();
         let mut resp = registry.blob(repo, digest, offset).await?;
-        if offset > 0 && resume_start(&resp) != Some(offset) {
+        if offset > 0 && resp.start() != Some(offset) {
             ingest.restart()?;
             progress.reset(digest, 0);
             let why = format!(
                 "the server did not resume at byte {offset} (HTTP {}); starting over",
                 resp.status()
             );
-            if resp.status() != StatusCode::OK {
+            if resp.start() != Some(0) {
                 // A partial answer from elsewhere in the blob: ask again from the start.
                 if !backoff.again(registry.log(), &what, why, None).await {
                     return Err(Error::Interrupted {
@@ -358,8 +358,8 @@ pub async fn fetch_blob(
                 }
                 Ok(None) if ingest.written() == blob.size() => break None,
                 Ok(None) => break Some("the response ended early".to_string()),
-                Err(e) if e.is_timeout() => break Some("stalled".to_string()),
-                Err(e) => break Some(root_cause(&e)),
+                Err(Error::Interrupted { reason, .. }) => break Some(reason),
+                Err(e) => return Err(e),
             }
         };
         let Some(reason) = reason else { break };
