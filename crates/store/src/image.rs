@@ -66,12 +66,16 @@ impl Image {
     }
 
     /// Bytes this image occupies in the store: manifests, config and compressed layers.
+    /// Sizes come from descriptors an image author wrote: the sum saturates rather than wrap.
     pub fn size(&self) -> u64 {
-        let mut size = self.manifest_size
-            + self.manifest.config().size()
-            + self.manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+        let mut size = self
+            .manifest_size
+            .saturating_add(self.manifest.config().size());
+        for layer in self.manifest.layers() {
+            size = size.saturating_add(layer.size());
+        }
         if &self.manifest_digest != self.descriptor.digest() {
-            size += self.descriptor.size();
+            size = size.saturating_add(self.descriptor.size());
         }
         size
     }
