@@ -16,10 +16,13 @@ struct Plan {
     config: Option<Descriptor>,
     layers: Vec<Descriptor>,
     done: HashSet<Digest>,
-    /// Per layer digest: (diff_id, chain_id), once the config is in.
-    ids: HashMap<Digest, (Digest, Digest)>,
+    /// Per layer digest: (diff_id, chain_id, the chain IDs below it), once the config is in.
+    ids: HashMap<Digest, Ids>,
     started: HashSet<Digest>,
 }
+
+/// A layer's diff_id, chain ID and the chain IDs of the layers below it (base first).
+type Ids = (Digest, Digest, Vec<Digest>);
 
 /// A [`Progress`] that forwards to `inner` and prepares snapshots as blobs arrive.
 pub struct Unpacking {
@@ -77,8 +80,12 @@ fn work(store: &Store, rx: &Mutex<Receiver<()>>, plan: &Mutex<Plan>) -> Option<i
         let woke = lock(rx).recv();
         // After the last wake-up, one more look: blobs may have finished meanwhile.
         let jobs = take_ready(store, plan);
-        for (layer, diff_id, chain_id) in jobs {
-            if let Err(e) = img_unpack::prepare_snapshot(store, &layer, &diff_id, &chain_id) {
+        // A layer that needs the snapshots below it, not there yet, is left for the
+        // `prepare_snapshots` that follows the pull.
+        for (layer, (diff_id, chain_id, lowers)) in jobs {
+            if let Err(e) =
+                img_unpack::prepare_snapshot(store, &layer, &diff_id, &chain_id, &lowers)
+            {
                 return Some(e);
             }
         }
@@ -88,7 +95,7 @@ fn work(store: &Store, rx: &Mutex<Receiver<()>>, plan: &Mutex<Plan>) -> Option<i
     }
 }
 
-fn take_ready(store: &Store, plan: &Mutex<Plan>) -> Vec<(Descriptor, Digest, Digest)> {
+fn take_ready(store: &Store, plan: &Mutex<Plan>) -> Vec<(Descriptor, Ids)> {
     let mut p = lock(plan);
     if p.ids.is_empty()
         && let Some(config) = p.config.clone()
@@ -107,8 +114,8 @@ fn take_ready(store: &Store, plan: &Mutex<Plan>) -> Vec<(Descriptor, Digest, Dig
     let mut jobs = Vec::new();
     for l in ready {
         p.started.insert(l.digest().clone());
-        let (diff_id, chain_id) = p.ids[l.digest()].clone();
-        jobs.push((l, diff_id, chain_id));
+        let ids = p.ids[l.digest()].clone();
+        jobs.push((l, ids));
     }
     jobs
 }
@@ -118,7 +125,7 @@ fn chain(
     store: &Store,
     config: &Descriptor,
     layers: &[Descriptor],
-) -> Option<HashMap<Digest, (Digest, Digest)>> {
+) -> Option<HashMap<Digest, Ids>> {
     let bytes = store.read_blob(config.digest()).ok()?;
     let config: ImageConfiguration = serde_json::from_slice(&bytes).ok()?;
     let diff_ids: Vec<Digest> = config
@@ -134,8 +141,15 @@ fn chain(
     Some(
         layers
             .iter()
-            .zip(diff_ids.into_iter().zip(chain_ids))
-            .map(|(l, ids)| (l.digest().clone(), ids))
+            .enumerate()
+            .map(|(i, l)| {
+                let ids = (
+                    diff_ids[i].clone(),
+                    chain_ids[i].clone(),
+                    chain_ids[..i].to_vec(),
+                );
+                (l.digest().clone(), ids)
+            })
             .collect(),
     )
 }

@@ -22,6 +22,7 @@ use rustix::io::Errno;
 use tar::EntryType;
 
 use crate::error::io_at;
+use crate::stack::{Found, Lowers};
 use crate::{Error, Result};
 
 /// How whiteouts are treated.
@@ -65,6 +66,10 @@ pub(crate) struct Applier {
     cache: Option<(Vec<OsString>, Rc<OwnedFd>)>,
     buf: Vec<u8>,
     stats: Stats,
+    /// The layers below, for a snapshot: paths resolve through them as a flattened unpack
+    /// resolves them through what the lower layers left (`None`: not consulted; a hardlink to
+    /// a file not in this layer then asks for them with [`Error::NeedsLowers`]).
+    lowers: Option<Lowers>,
 }
 
 impl Applier {
@@ -84,7 +89,14 @@ impl Applier {
             cache: None,
             buf: vec![0; 256 * 1024],
             stats: Stats::default(),
+            lowers: None,
         })
+    }
+
+    /// Resolve paths through the snapshots below (for [`Mode::Overlay`]).
+    pub(crate) fn with_lowers(mut self, lowers: Lowers) -> Applier {
+        self.lowers = Some(lowers);
+        self
     }
 
     /// Apply every entry of a layer tar.
@@ -216,15 +228,30 @@ impl Applier {
                         target: target_label,
                     });
                 };
+                let missing = || Error::HardlinkTarget {
+                    entry: label.clone(),
+                    target: target_label.clone(),
+                };
                 let tdir = match self.resolve(tparent) {
-                    Ok(fd) => fd,
-                    Err(Errno::NOENT) | Err(Errno::NOTDIR) => {
-                        return Err(Error::HardlinkTarget {
-                            entry: label,
-                            target: target_label,
-                        });
-                    }
+                    Ok(fd) => Some(fd),
+                    Err(Errno::NOENT) | Err(Errno::NOTDIR) => None,
                     Err(e) => return Err(io_at(&target_label)(e.into())),
+                };
+                let in_layer = tdir.as_ref().is_some_and(|d| {
+                    rustix::fs::statat(d, tname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok()
+                });
+                let tdir = match (in_layer, tdir, self.mode) {
+                    (true, Some(tdir), _) => tdir,
+                    (false, _, Mode::Overlay) => {
+                        // A file of a lower layer: copied up into this snapshot, then linked,
+                        // as overlayfs itself does when a merged view links a lower file.
+                        if self.lowers.is_none() {
+                            return Err(Error::NeedsLowers);
+                        }
+                        self.copy_up(tparent, tname, &target_label)?
+                            .ok_or_else(missing)?
+                    }
+                    _ => return Err(missing()),
                 };
                 self.clear(&dir, name, false, &label)?;
                 match rustix::fs::linkat(
@@ -235,12 +262,7 @@ impl Applier {
                     AtFlags::empty(),
                 ) {
                     Ok(()) => {}
-                    Err(Errno::NOENT) => {
-                        return Err(Error::HardlinkTarget {
-                            entry: label,
-                            target: target_label,
-                        });
-                    }
+                    Err(Errno::NOENT) => return Err(missing()),
                     Err(e) => return Err(io_at(&label)(e.into())),
                 }
             }
@@ -365,6 +387,17 @@ impl Applier {
     /// link planted to point outside makes the directories inside. Only taken when `openat2`
     /// found something missing.
     fn create_dirs(&mut self, path: &[OsString], label: &str) -> Result<OwnedFd> {
+        self.create_dirs_resolved(path, label).map(|(fd, _)| fd)
+    }
+
+    /// [`Applier::create_dirs`], also returning the path the directories resolved to. A name
+    /// missing here is looked up in the layers below, when known: a lower symlink is followed
+    /// (a flattened unpack goes through it), a lower file is not a directory.
+    fn create_dirs_resolved(
+        &mut self,
+        path: &[OsString],
+        label: &str,
+    ) -> Result<(OwnedFd, Vec<OsString>)> {
         let err = |e: Errno| io_at(label)(e.into());
         let mut todo: std::collections::VecDeque<OsString> = path.iter().cloned().collect();
         let mut resolved: Vec<OsString> = Vec::new();
@@ -379,7 +412,24 @@ impl Applier {
             }
             // Every component of `resolved` is a real directory, so this cannot leave the root.
             let dir = self.resolve(&resolved).map_err(err)?;
-            match rustix::fs::statat(&dir, comp.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            let below = match rustix::fs::statat(&dir, comp.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+            {
+                Err(Errno::NOENT) => self.lowers.as_ref().map(|l| l.lookup(&resolved, &comp)),
+                _ => None,
+            };
+            let here = match below {
+                Some(Found::Symlink(target)) => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(err(Errno::LOOP));
+                    }
+                    follow(Path::new(&target), &mut resolved, &mut todo);
+                    continue;
+                }
+                Some(Found::Other { .. }) => return Err(err(Errno::NOTDIR)),
+                _ => rustix::fs::statat(&dir, comp.as_os_str(), AtFlags::SYMLINK_NOFOLLOW),
+            };
+            match here {
                 Err(Errno::NOENT) => {
                     match rustix::fs::mkdirat(&dir, comp.as_os_str(), Perm::from_raw_mode(0o755)) {
                         Ok(()) => {
@@ -403,24 +453,113 @@ impl Applier {
                         let target = rustix::fs::readlinkat(&dir, comp.as_os_str(), Vec::new())
                             .map_err(err)?;
                         let target = Path::new(OsStr::from_bytes(target.as_bytes()));
-                        let mut front = Vec::new();
-                        for c in target.components() {
-                            match c {
-                                Component::RootDir => resolved.clear(),
-                                Component::ParentDir => front.push(OsString::from("..")),
-                                Component::Normal(n) => front.push(n.to_owned()),
-                                Component::CurDir | Component::Prefix(_) => {}
-                            }
-                        }
-                        for c in front.into_iter().rev() {
-                            todo.push_front(c);
-                        }
+                        follow(target, &mut resolved, &mut todo);
                     }
                     _ => return Err(err(Errno::NOTDIR)),
                 },
             }
         }
-        self.resolve(&resolved).map_err(err)
+        let fd = self.resolve(&resolved).map_err(err)?;
+        Ok((fd, resolved))
+    }
+
+    /// Bring `parent/name` of a lower layer into this snapshot (content, owner, mode, times,
+    /// xattrs), its parent directories created as needed; the directory it is in now, or
+    /// `None` when the layers below have no such file.
+    fn copy_up(
+        &mut self,
+        parent: &[OsString],
+        name: &OsString,
+        label: &str,
+    ) -> Result<Option<OwnedFd>> {
+        let err = |e: std::io::Error| io_at(label)(e);
+        let (dir, resolved) = self.create_dirs_resolved(parent, label)?;
+        let lowers = self
+            .lowers
+            .as_ref()
+            .expect("copy_up is only asked with lowers");
+        let Found::Other { layer } = lowers.lookup(&resolved, name) else {
+            // Missing, or a directory (not a hardlink's target), or a symlink: refused, as
+            // the flattened unpack refuses a link through a symlink it cannot follow.
+            return Ok(None);
+        };
+        let mut path = resolved.clone();
+        path.push(name.clone());
+        let source = lowers.path_in(layer, &path);
+        let meta = std::fs::symlink_metadata(&source).map_err(err)?;
+        let kind = meta.file_type();
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        if kind.is_file() {
+            let mut from = File::open(&source).map_err(err)?;
+            let fd = rustix::fs::openat(
+                &dir,
+                name.as_os_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Perm::from_raw_mode(0o600),
+            )
+            .map_err(|e| err(e.into()))?;
+            let mut to = File::from(fd);
+            std::io::copy(&mut from, &mut to).map_err(err)?;
+        } else {
+            let file_type = if kind.is_char_device() {
+                FileType::CharacterDevice
+            } else if kind.is_block_device() {
+                FileType::BlockDevice
+            } else if kind.is_fifo() {
+                FileType::Fifo
+            } else {
+                return Ok(None);
+            };
+            rustix::fs::mknodat(
+                &dir,
+                name.as_os_str(),
+                file_type,
+                Perm::from_raw_mode(0o600),
+                meta.rdev(),
+            )
+            .map_err(|e| err(e.into()))?;
+        }
+        let mut xattrs = Vec::new();
+        for key in xattr_names(&source) {
+            let mut value = vec![0u8; 64 * 1024];
+            if let Ok(n) = rustix::fs::lgetxattr(&source, key.as_os_str(), &mut value) {
+                value.truncate(n);
+                xattrs.push((key, value));
+            }
+        }
+        let copied = Meta {
+            uid: rustix::fs::Uid::from_raw(meta.uid()),
+            gid: rustix::fs::Gid::from_raw(meta.gid()),
+            mode: Perm::from_raw_mode(meta.mode() & 0o7777),
+            times: {
+                let t = Timespec {
+                    tv_sec: meta.mtime(),
+                    tv_nsec: meta.mtime_nsec() as _,
+                };
+                Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                }
+            },
+            major: 0,
+            minor: 0,
+            xattrs,
+        };
+        if kind.is_file() {
+            let file = rustix::fs::openat(
+                &dir,
+                name.as_os_str(),
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Perm::empty(),
+            )
+            .map_err(|e| err(e.into()))?;
+            self.set_meta(&file, &copied, label)?;
+            rustix::fs::futimens(&file, &copied.times).map_err(|e| err(e.into()))?;
+        } else {
+            self.set_meta_at(&dir, name.as_os_str(), &copied, label, false)?;
+        }
+        self.cache = None;
+        Ok(Some(dir))
     }
 
     /// Open `path` (inside the root) as a directory one can read and change.
@@ -519,6 +658,39 @@ impl Applier {
         }
         Ok(())
     }
+}
+
+/// Push a symlink's target onto the components still to resolve (`/` restarts at the root).
+fn follow(
+    target: &Path,
+    resolved: &mut Vec<OsString>,
+    todo: &mut std::collections::VecDeque<OsString>,
+) {
+    let mut front = Vec::new();
+    for c in target.components() {
+        match c {
+            Component::RootDir => resolved.clear(),
+            Component::ParentDir => front.push(OsString::from("..")),
+            Component::Normal(n) => front.push(n.to_owned()),
+            Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    for c in front.into_iter().rev() {
+        todo.push_front(c);
+    }
+}
+
+/// The extended attribute names of a file (not following a symlink), but overlayfs' own.
+fn xattr_names(path: &Path) -> Vec<OsString> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let Ok(n) = rustix::fs::llistxattr(path, &mut buf) else {
+        return Vec::new();
+    };
+    buf[..n]
+        .split(|&b| b == 0)
+        .filter(|k| !k.is_empty() && !k.starts_with(b"trusted.overlay."))
+        .map(|k| OsStr::from_bytes(k).to_owned())
+        .collect()
 }
 
 /// An entry's metadata, read from its header and PAX records.

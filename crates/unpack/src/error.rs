@@ -52,6 +52,10 @@ pub enum Error {
         /// What went wrong.
         cause: Box<Error>,
     },
+    /// A snapshot needs the layers below it to be applied (a hardlink to a file of a lower
+    /// layer); the caller applies it again once they are there.
+    #[error("the layer links to a file of a lower layer: it needs the snapshots below it")]
+    NeedsLowers,
     /// A store operation failed.
     #[error(transparent)]
     Store(#[from] img_store::Error),

@@ -17,6 +17,7 @@
 pub mod apply;
 mod error;
 pub mod overlay;
+mod stack;
 mod stream;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub use error::{Error, Result};
 pub use overlay::{OverlayMount, mount_image, unmount};
 pub use stream::Compression;
 
+use stack::Lowers;
 use stream::LayerStream;
 
 /// Apply the layer blob `layer` (from `store`) to `target`, checking its uncompressed bytes
@@ -39,9 +41,20 @@ pub fn apply_layer(
     target: &Path,
     mode: Mode,
 ) -> Result<Stats> {
+    apply_layer_over(store, layer, diff_id, target, mode, None)
+}
+
+fn apply_layer_over(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    target: &Path,
+    mode: Mode,
+    lowers: Option<Lowers>,
+) -> Result<Stats> {
     let stream = LayerStream::spawn(store.open_blob(layer.digest())?, diff_id)
         .map_err(|e| e.in_layer(layer.digest()))?;
-    apply_stream(stream, diff_id, target, mode).map_err(|e| e.in_layer(layer.digest()))
+    apply_stream(stream, diff_id, target, mode, lowers).map_err(|e| e.in_layer(layer.digest()))
 }
 
 /// Apply an uncompressed layer tar read from `reader` to `target` (no diff_id check: for
@@ -55,8 +68,13 @@ fn apply_stream(
     diff_id: &Digest,
     target: &Path,
     mode: Mode,
+    lowers: Option<Lowers>,
 ) -> Result<Stats> {
-    let stats = apply::Applier::new(target, mode)?.apply(&mut stream)?;
+    let mut applier = apply::Applier::new(target, mode)?;
+    if let Some(lowers) = lowers {
+        applier = applier.with_lowers(lowers);
+    }
+    let stats = applier.apply(&mut stream)?;
     let (actual, _) = stream.finish()?;
     if &actual != diff_id {
         return Err(Error::DiffId {
@@ -125,7 +143,7 @@ pub fn unpack_image(store: &Store, image: &Image, target: &Path) -> Result<Stats
         if let Some((l, d)) = layers.get(i + 1) {
             next = Some(spawn(store, l, d)?);
         }
-        let stats = apply_stream(current, diff_id, &temp.path, Mode::Flatten)
+        let stats = apply_stream(current, diff_id, &temp.path, Mode::Flatten, None)
             .map_err(|e| e.in_layer(layer.digest()))?;
         total.entries += stats.entries;
         total.bytes += stats.bytes;
@@ -158,17 +176,37 @@ pub fn prepare_snapshots(store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failure = std::sync::Mutex::new(None);
+    // A snapshot that needs the view of the layers below waits for them: layers are handed
+    // out base first, so the lowest one in progress never waits, and none waits forever.
+    let committed = std::sync::Condvar::new();
+    let wait_for_lowers = |i: usize| -> Result<Option<Lowers>> {
+        let mut failed = failure.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if failed.is_some() {
+                return Err(Error::Read("another layer failed".into()));
+            }
+            if chain_ids[..i].iter().all(|c| store.has_snapshot(c)) {
+                return Ok(Some(lowers_of(store, &chain_ids[..i])));
+            }
+            failed = committed.wait(failed).unwrap_or_else(|p| p.into_inner());
+        }
+    };
     std::thread::scope(|scope| {
         for _ in 0..workers.min(missing.len()) {
             scope.spawn(|| {
                 loop {
                     let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(&i) = missing.get(k) else { break };
-                    if let Err(e) = prepare_one(store, &layers[i].0, &layers[i].1, &chain_ids[i]) {
-                        failure
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
+                    let done =
+                        prepare_one(store, &layers[i].0, &layers[i].1, &chain_ids[i], &|| {
+                            wait_for_lowers(i)
+                        });
+                    let mut failed = failure.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = done {
+                        failed.get_or_insert(e);
+                    }
+                    committed.notify_all();
+                    if failed.is_some() {
                         break;
                     }
                 }
@@ -183,6 +221,17 @@ pub fn prepare_snapshots(store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
         .iter()
         .map(|c| store.snapshot_path(c).join("fs"))
         .collect())
+}
+
+/// The view of the snapshots of `chain_ids` (base first), topmost first.
+fn lowers_of(store: &Store, chain_ids: &[Digest]) -> Lowers {
+    Lowers::new(
+        chain_ids
+            .iter()
+            .rev()
+            .map(|c| store.snapshot_path(c).join("fs"))
+            .collect(),
+    )
 }
 
 /// Give every directory a snapshot had to invent (its layer did not list it) the owner, mode
@@ -287,26 +336,63 @@ fn adopt_lower_metadata(store: &Store, chain_ids: &[Digest]) -> Result<()> {
 
 /// Prepare the snapshot of one layer (`chain_id` names it; a no-op when it exists), for
 /// callers that learn about layers one at a time, such as a pull that unpacks as blobs arrive.
+/// `lower_chain_ids` are the chain IDs of the layers below it, base first. A layer whose paths
+/// depend on what the layers below hold (it goes through a directory it does not list, or links
+/// to a lower file) is kept only when their snapshots are already there to check it against;
+/// otherwise it is left for [`prepare_snapshots`], and `Ok(false)` says so.
 pub fn prepare_snapshot(
     store: &Store,
     layer: &Descriptor,
     diff_id: &Digest,
     chain_id: &Digest,
-) -> Result<()> {
+    lower_chain_ids: &[Digest],
+) -> Result<bool> {
     if store.has_snapshot(chain_id) {
-        return Ok(());
+        return Ok(true);
     }
-    prepare_one(store, layer, diff_id, chain_id)
+    prepare_one(store, layer, diff_id, chain_id, &|| {
+        Ok(lower_chain_ids
+            .iter()
+            .all(|c| store.has_snapshot(c))
+            .then(|| lowers_of(store, lower_chain_ids)))
+    })
 }
 
+/// Prepare one snapshot, on its own first (so layers apply in parallel); when the layer named
+/// directories it did not list, or linked to a file it does not hold, check that against the
+/// view of the layers below (`lowers`, `None` when they are not ready) and apply it again
+/// through that view when it differs. Returns whether the snapshot was committed.
 fn prepare_one(
     store: &Store,
     layer: &Descriptor,
     diff_id: &Digest,
     chain_id: &Digest,
-) -> Result<()> {
+    lowers: &dyn Fn() -> Result<Option<Lowers>>,
+) -> Result<bool> {
     let temp = store.begin_snapshot(chain_id)?;
-    let stats = apply_layer(store, layer, diff_id, &temp.fs(), Mode::Overlay)?;
+    let applied = apply_layer_over(store, layer, diff_id, &temp.fs(), Mode::Overlay, None);
+    let (temp, stats) = match applied {
+        Ok(stats) if stats.implied.is_empty() => (temp, stats),
+        Ok(stats) => {
+            let Some(view) = lowers()? else {
+                return Ok(false);
+            };
+            if view.contradicts(&stats.implied) {
+                drop(temp);
+                again(store, layer, diff_id, chain_id, view)?
+            } else {
+                (temp, stats)
+            }
+        }
+        Err(Error::Layer { cause, .. }) if matches!(*cause, Error::NeedsLowers) => {
+            drop(temp);
+            let Some(view) = lowers()? else {
+                return Ok(false);
+            };
+            again(store, layer, diff_id, chain_id, view)?
+        }
+        Err(e) => return Err(e),
+    };
     temp.commit(&serde_json::json!({
         "chainID": chain_id.to_string(),
         "diffID": diff_id.to_string(),
@@ -314,7 +400,20 @@ fn prepare_one(
         "mediaType": layer.media_type().to_string(),
         "implied": stats.implied,
     }))?;
-    Ok(())
+    Ok(true)
+}
+
+/// Apply a layer into a fresh snapshot through the view of the layers below.
+fn again(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    chain_id: &Digest,
+    view: Lowers,
+) -> Result<(img_store::SnapshotTemp, Stats)> {
+    let temp = store.begin_snapshot(chain_id)?;
+    let stats = apply_layer_over(store, layer, diff_id, &temp.fs(), Mode::Overlay, Some(view))?;
+    Ok((temp, stats))
 }
 
 /// A directory removed on drop unless kept (or, for one that existed, emptied).
