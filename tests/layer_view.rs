@@ -243,3 +243,56 @@ fn a_hardlink_to_a_lower_file_and_a_directory_replaced_and_back() {
         assert!(!root.join("x/y").exists());
     });
 }
+
+/// Every image of the test bed, hostile ones included: where `img unpack` succeeds, the mount
+/// shows the same tree; where it refuses the image, preparing the snapshots refuses it too.
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn every_fixture_mounts_as_it_unpacks() {
+    let tb = support::testbed();
+    let hostile = support::hostile_json(tb);
+    let mut refs: Vec<String> = tb.fixtures().iter().map(|f| tb.plain_ref(f)).collect();
+    for group in ["images", "benign"] {
+        for image in hostile[group].as_array().into_iter().flatten() {
+            if let Some(r) = image["ref"].as_str() {
+                refs.push(r.to_string());
+            }
+        }
+    }
+    let root = TestRoot::new("view-fixtures");
+    let (mut compared, mut refused) = (0, 0);
+    for (i, image) in refs.iter().enumerate() {
+        root.ok(&["pull", "-q", image]);
+        let flat = root.path.join(format!("flat-{i}"));
+        let unpacked = root.run(&["unpack", image, flat.to_str().unwrap()]);
+        let mounted = root.run(&["mount", image]);
+        if unpacked.code != 0 {
+            assert!(
+                mounted.code != 0,
+                "{image}: unpack refused it ({}) but the mount was made",
+                unpacked.stderr.trim()
+            );
+            refused += 1;
+            continue;
+        }
+        assert!(
+            mounted.code == 0,
+            "{image}: unpacked, but the mount failed: {}",
+            mounted.stderr.trim()
+        );
+        let merged = PathBuf::from(mounted.stdout.trim());
+        let _guard = Mounted(merged.clone());
+        assert_same(
+            &Tree::read(&flat).without_root(),
+            &Tree::read(&merged).without_root(),
+            &format!("{image}: the mount against the unpack"),
+        );
+        root.ok(&["umount", merged.to_str().unwrap()]);
+        compared += 1;
+    }
+    assert!(compared >= tb.fixtures().len(), "{compared} compared");
+    eprintln!("{compared} images mounted as they unpack; {refused} refused by both");
+}
