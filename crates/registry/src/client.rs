@@ -407,17 +407,9 @@ impl Registry {
                     if backoff.again(&self.log, req.what, why, None).await {
                         continue;
                     }
-                    return Err(Error::Unreachable {
-                        registry: self.name.clone(),
-                        reason: root_cause(&e),
-                    });
+                    return Err(self.failed(req.what, &e));
                 }
-                Err(e) => {
-                    return Err(Error::Unreachable {
-                        registry: self.name.clone(),
-                        reason: root_cause(&e),
-                    });
-                }
+                Err(e) => return Err(self.failed(req.what, &e)),
             };
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !challenged {
@@ -441,6 +433,22 @@ impl Registry {
                 }
             }
             return Ok(resp);
+        }
+    }
+
+    /// The error for a request that got no answer: the registry is unreachable, unless it
+    /// has answered before (then this request, named, failed).
+    fn failed(&self, what: &str, e: &reqwest::Error) -> Error {
+        if self.scheme.load(Ordering::Relaxed) == usize::MAX {
+            return Error::Unreachable {
+                registry: self.name.clone(),
+                reason: root_cause(e),
+            };
+        }
+        Error::Connection {
+            what: what.to_string(),
+            registry: self.name.clone(),
+            reason: root_cause(e),
         }
     }
 

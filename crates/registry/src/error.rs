@@ -72,6 +72,17 @@ pub enum Error {
         /// The platforms the index lists.
         available: Vec<String>,
     },
+    /// A registry that answered before failed on this request (the connection was reset or
+    /// timed out) every time it was tried.
+    #[error("{what}: connection to {registry} failed: {reason}")]
+    Connection {
+        /// What was being done (`blob sha256:… of 127.0.0.1:5000/redis`).
+        what: String,
+        /// The registry.
+        registry: String,
+        /// The innermost cause.
+        reason: String,
+    },
     /// A response body could not be read to its end.
     #[error("{what}: download interrupted: {reason}")]
     Interrupted {

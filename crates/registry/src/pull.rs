@@ -298,16 +298,17 @@ async fn fetch_all(
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) => {
-                return Err(Error::Interrupted {
-                    what: "blob download".into(),
-                    reason: root_cause(&e),
-                });
-            }
-        }
+        let failed = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => Error::Interrupted {
+                what: "blob download".into(),
+                reason: root_cause(&e),
+            },
+        };
+        // The other downloads end (and remove their temp files) before the caller goes on.
+        tasks.shutdown().await;
+        return Err(failed);
     }
     Ok(())
 }
@@ -358,6 +359,8 @@ pub async fn fetch_blob(
                 }
                 Ok(None) if ingest.written() == blob.size() => break None,
                 Ok(None) => break Some("the response ended early".to_string()),
+                // Every byte is here: the digest check at commit decides.
+                Err(_) if ingest.written() == blob.size() => break None,
                 Err(Error::Interrupted { reason, .. }) => break Some(reason),
                 Err(e) => return Err(e),
             }

@@ -358,8 +358,12 @@ async fn push_blobs(
                 counts.uploaded += 1;
                 counts.uploaded_bytes += bytes;
             }
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => {
+                tasks.shutdown().await;
+                return Err(e);
+            }
             Err(e) => {
+                tasks.shutdown().await;
                 return Err(Error::Interrupted {
                     what: "blob upload".into(),
                     reason: root_cause(&e),
@@ -443,7 +447,7 @@ async fn push_blob(
 /// Failures a fresh upload session may get past.
 fn upload_may_recover(e: &Error) -> bool {
     match e {
-        Error::Interrupted { .. } | Error::Unreachable { .. } => true,
+        Error::Interrupted { .. } | Error::Unreachable { .. } | Error::Connection { .. } => true,
         Error::Status { status, .. } => {
             status.is_server_error()
                 || *status == StatusCode::NOT_FOUND

@@ -122,7 +122,6 @@ async fn exhausted_retries_on_a_blob_name_the_blob() {
 }
 
 #[tokio::test]
-#[ignore = "bug: pull returns, and drops its gc guard, before the downloads it cancelled have removed their temp files (see report)"]
 async fn a_failed_pull_has_cleaned_up_when_it_returns() {
     let f = Fixture::new();
     let config = f.image.config_digest();
@@ -151,7 +150,6 @@ async fn a_failed_pull_has_cleaned_up_when_it_returns() {
 }
 
 #[tokio::test]
-#[ignore = "bug: retries exhausted on resets say `cannot reach registry` and do not name the blob (see report)"]
 async fn exhausted_retries_on_resets_name_the_blob() {
     let f = Fixture::new();
     let layer = f.image.layer_digest(1);
