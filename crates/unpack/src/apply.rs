@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
+use std::hash::{BuildHasher, RandomState};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -59,8 +60,11 @@ pub(crate) struct Applier {
     root: Rc<OwnedFd>,
     mode: Mode,
     privileged: bool,
-    /// Paths this layer created, which its own opaque markers must not remove.
-    written: HashSet<PathBuf>,
+    /// Keyed hashes of the paths this layer created, which its own whiteouts and opaque
+    /// markers must not remove (flatten mode only: a snapshot holds nothing but its own layer,
+    /// so there what exists is what this layer wrote). Hashes, not paths: 8 bytes an entry.
+    written: HashSet<u64>,
+    hasher: RandomState,
     /// Directories whose mtime is set last (adding children changes it).
     dirs: Vec<(Vec<OsString>, Timestamps)>,
     cache: Option<(Vec<OsString>, Rc<OwnedFd>)>,
@@ -85,6 +89,7 @@ impl Applier {
             mode,
             privileged: rustix::process::geteuid().is_root(),
             written: HashSet::new(),
+            hasher: RandomState::new(),
             dirs: Vec::new(),
             cache: None,
             buf: vec![0; 256 * 1024],
@@ -294,8 +299,21 @@ impl Applier {
                 return Ok(());
             }
         }
-        self.written.insert(full);
+        if self.mode == Mode::Flatten {
+            self.written.insert(self.hasher.hash_one(&full));
+        }
         Ok(())
+    }
+
+    /// Whether this layer wrote `name` in `dir` (`full`: its path from the root).
+    fn own(&self, dir: &OwnedFd, name: &OsStr, full: &Path) -> bool {
+        match self.mode {
+            Mode::Flatten => self.written.contains(&self.hasher.hash_one(full)),
+            Mode::Overlay => {
+                rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+                    && !self.stats.implied.iter().any(|p| p == full)
+            }
+        }
     }
 
     /// `.wh.NAME` in `parent`.
@@ -304,7 +322,7 @@ impl Applier {
         let mut full: PathBuf = parent.iter().collect();
         full.push(victim);
         // A whiteout hides what lower layers have, never its own layer's entries.
-        if self.written.contains(&full) {
+        if self.own(&dir, victim, &full) {
             return Ok(());
         }
         match self.mode {
@@ -334,7 +352,7 @@ impl Applier {
                 let base: PathBuf = parent.iter().collect();
                 let children = list(&dir).map_err(|e| io_at(label)(e.into()))?;
                 for child in children {
-                    if !self.written.contains(&base.join(&child)) {
+                    if !self.own(&dir, &child, &base.join(&child)) {
                         remove_any(&dir, &child).map_err(|e| io_at(label)(e.into()))?;
                         self.cache = None;
                     }
