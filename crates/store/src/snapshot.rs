@@ -48,6 +48,14 @@ impl SnapshotTemp {
             serde_json::to_vec_pretty(meta).unwrap_or_default(),
         )
         .at(&meta_path)?;
+        // The files reach the disk before the name does, so a snapshot that has its name is
+        // whole after a crash too. One syncfs flushes this snapshot (and whatever else is
+        // pending on the filesystem) without a per-file fsync.
+        let dir = fs::File::open(&self.dir).at(&self.dir)?;
+        rustix::fs::syncfs(&dir).map_err(|e| Error::Io {
+            path: self.dir.clone(),
+            cause: e.into(),
+        })?;
         let exists = |e: &std::io::Error| {
             e.raw_os_error() == Some(libc::ENOTEMPTY) || e.raw_os_error() == Some(libc::EEXIST)
         };
