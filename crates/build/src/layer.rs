@@ -6,7 +6,7 @@
 //! owners and modes as on disk, no user or group names, mtimes clamped to the epoch when one
 //! is given, gzip without a timestamp, zstd single-threaded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -28,13 +28,15 @@ pub struct Layer {
 }
 
 /// How a directory's files become tar entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Tree {
     /// Every file as it is.
     Plain,
     /// An overlayfs upper directory: whiteouts (0:0 character devices) become `.wh.NAME`,
-    /// opaque directories get a `.wh..wh..opq` entry, overlay's own xattrs are dropped.
-    OverlayUpper,
+    /// opaque directories get a `.wh..wh..opq` entry, overlay's own xattrs are dropped;
+    /// these paths (relative) are left out when they are an empty file or directory: the
+    /// mount points a runtime made.
+    OverlayUpper(HashSet<PathBuf>),
 }
 
 /// The media type of a layer with this compression.
@@ -50,7 +52,7 @@ pub(crate) fn media_type(compression: Compression) -> &'static str {
 pub(crate) fn from_dir(
     store: &Store,
     dir: &Path,
-    tree: Tree,
+    tree: &Tree,
     compression: Compression,
     epoch: Option<u64>,
 ) -> Result<Layer> {
@@ -177,7 +179,7 @@ impl Write for Sink {
 /// Walks a directory in name order, writing each file as a tar entry.
 struct Walker<'a, W: Write> {
     root: &'a Path,
-    tree: Tree,
+    tree: &'a Tree,
     epoch: Option<u64>,
     /// (device, inode) of files with several links → the first entry's name.
     links: HashMap<(u64, u64), PathBuf>,
@@ -220,8 +222,14 @@ impl<W: Write> Walker<'_, W> {
             // A tar cannot hold a socket (docker skips them too).
             return Ok(());
         }
+        if let Tree::OverlayUpper(skip) = self.tree
+            && skip.contains(rel)
+            && is_empty(&full, &meta)
+        {
+            return Ok(());
+        }
         let xattrs = self.xattrs(rel)?;
-        let upper = self.tree == Tree::OverlayUpper;
+        let upper = matches!(self.tree, Tree::OverlayUpper(_));
         if upper && kind.is_char_device() && meta.rdev() == 0 {
             // overlayfs' whiteout → `.wh.NAME`, a regular file as docker's overlay2 writes it.
             let name = rel.file_name().unwrap_or_default();
@@ -356,7 +364,7 @@ impl<W: Write> Walker<'_, W> {
         let mut out = Vec::new();
         for name in list[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
             let name = String::from_utf8_lossy(name).into_owned();
-            if self.tree == Tree::OverlayUpper
+            if matches!(self.tree, Tree::OverlayUpper(_))
                 && (name == "trusted.overlay.metacopy" || name == "trusted.overlay.redirect")
             {
                 return Err(Error::Unsupported {
@@ -389,6 +397,12 @@ impl<W: Write> Walker<'_, W> {
         out.sort();
         Ok(out)
     }
+}
+
+/// An empty regular file or an empty directory.
+fn is_empty(path: &Path, meta: &fs::Metadata) -> bool {
+    (meta.is_file() && meta.len() == 0)
+        || (meta.is_dir() && fs::read_dir(path).is_ok_and(|mut d| d.next().is_none()))
 }
 
 /// A file's content, exactly `left` bytes: a file that shrinks while it is read is an error

@@ -74,7 +74,7 @@ pub struct Builder {
 
 enum Pending {
     Dir(PathBuf),
-    Upper(PathBuf),
+    Upper(PathBuf, Vec<PathBuf>),
     Tar(Box<dyn Read + Send>, String),
 }
 
@@ -217,7 +217,23 @@ impl Builder {
     /// `.wh..wh..opq` entry, and overlay's own xattrs are left out. An upper directory made
     /// with `metacopy` or `redirect_dir` (which a layer cannot express) is refused.
     pub fn append_overlay_upper(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
-        self.pending.push(Pending::Upper(dir.into()));
+        self.pending.push(Pending::Upper(dir.into(), Vec::new()));
+        self
+    }
+
+    /// [`Builder::append_overlay_upper`], leaving out the mount points a runtime made in the
+    /// upper directory (`/etc/hosts`, a volume's directory: paths in the image, absolute or
+    /// not) when they are an empty file or an empty directory there, as docker keeps them
+    /// in a layer of their own that a commit leaves out.
+    pub fn append_overlay_upper_except(
+        &mut self,
+        dir: impl Into<PathBuf>,
+        mount_points: impl IntoIterator<Item = PathBuf>,
+    ) -> &mut Self {
+        self.pending.push(Pending::Upper(
+            dir.into(),
+            mount_points.into_iter().collect(),
+        ));
         self
     }
 
@@ -389,14 +405,19 @@ impl Builder {
                 Pending::Dir(dir) => layer::from_dir(
                     store,
                     &dir,
-                    layer::Tree::Plain,
+                    &layer::Tree::Plain,
                     self.compression,
                     self.epoch,
                 )?,
-                Pending::Upper(dir) => layer::from_dir(
+                Pending::Upper(dir, mount_points) => layer::from_dir(
                     store,
                     &dir,
-                    layer::Tree::OverlayUpper,
+                    &layer::Tree::OverlayUpper(
+                        mount_points
+                            .iter()
+                            .map(|p| p.strip_prefix("/").unwrap_or(p).to_path_buf())
+                            .collect(),
+                    ),
                     self.compression,
                     self.epoch,
                 )?,
