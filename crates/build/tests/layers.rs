@@ -309,3 +309,28 @@ fn an_overlay_upper_dir_becomes_docker_whiteouts() {
     let err = b.write(&store, "example.com/upper:2").unwrap_err();
     assert!(err.to_string().contains("etc/opaque/new"), "{err}");
 }
+
+#[test]
+fn long_names_and_link_targets_survive_as_gnu_tar_reads_them() {
+    let tmp = Tmp::new("long");
+    let src = tmp.0.join("src");
+    let long = "d".repeat(120);
+    fs::create_dir_all(src.join(&long)).unwrap();
+    fs::write(src.join(&long).join("f"), "x").unwrap();
+    let target = format!("/{}", "t".repeat(150));
+    symlink(&target, src.join("link")).unwrap();
+    let store = Store::open(tmp.0.join("store")).unwrap();
+    let mut b = scratch();
+    b.append_dir(&src);
+    let w = b.write(&store, "example.com/long:1").unwrap();
+    // GNU tar, not the tar crate, reads the blob.
+    let out = std::process::Command::new("tar")
+        .arg("-tvzf")
+        .arg(store.blob_path(w.layers[0].descriptor.digest()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(listing.contains(&format!("{long}/f")), "{listing}");
+    assert!(listing.contains(&format!("link -> {target}")), "{listing}");
+}

@@ -383,7 +383,9 @@ impl Cgroup {
 }
 
 fn no_freezer(why: &str) -> Error {
-    Error::Config(format!("cannot pause the container: {why}"))
+    Error::Config(format!(
+        "cannot pause the container: {why} (commit with --pause=false to read it running)"
+    ))
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
