@@ -387,6 +387,16 @@ fn bad_input_fails_with_one_line_and_names_nothing() {
     assert!(assert_one_error_line(&stderr).contains("\"Not A Reference\""));
     assert_eq!(bed.root.ref_names(), before, "nothing new is named");
     assert!(bed.root.ingest_files().is_empty(), "no temp file left");
+
+    // The image's name gone: another name of the same image serves; with none, one line.
+    bed.ok(&["tag", &bed.busybox, "t-commit/alias:1"]);
+    bed.ok(&["rmi", &bed.busybox]);
+    bed.commit(&["b", "t-commit/from-alias:1"]);
+    bed.ok(&["rmi", "t-commit/alias:1", "t-commit/from-alias:1"]);
+    let (code, stderr) = bed.root.fails(&["commit", "b", "t-commit/x:1"]);
+    assert_ne!(code, 0);
+    let line = assert_one_error_line(&stderr);
+    assert!(line.contains("is no longer in the store"), "{line}");
 }
 
 /// Run `examples/build.rs` (built by cargo as the tests are) with `args`.

@@ -88,23 +88,32 @@ pub fn run(global: &Global, args: CommitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The container's image, checked to be the one its snapshots came from (a name can have
-/// been pointed at another image since).
+/// The container's image: the one its snapshots came from. Its name first; when that name
+/// now points at another image (or is gone), any stored name of the image it was made from.
 fn base(store: &Store, state: &ContainerState) -> Result<Builder> {
-    let image = store
-        .image(&state.image)
-        .with_context(|| format!("the container's image {}", state.image))?;
-    let expected: Vec<PathBuf> = img_store::chain_ids(&image.diff_ids()?)
-        .iter()
-        .map(|c| store.snapshot_path(c).join("fs"))
-        .collect();
-    if expected != state.lowers {
-        bail!(
-            "the container's image {} now names another image than the one the container was made from",
-            state.image
-        );
+    let made_from = |image: &img_store::Image| -> bool {
+        image.diff_ids().is_ok_and(|ids| {
+            let lowers: Vec<PathBuf> = img_store::chain_ids(&ids)
+                .iter()
+                .map(|c| store.snapshot_path(c).join("fs"))
+                .collect();
+            lowers == state.lowers
+        })
+    };
+    if store.image(&state.image).is_ok_and(|i| made_from(&i)) {
+        return Ok(Builder::from_image(store, &state.image)?);
     }
-    Ok(Builder::from_image(store, &state.image)?)
+    let other = store
+        .images()?
+        .into_iter()
+        .find(|(_, image)| image.as_ref().is_ok_and(made_from));
+    match other {
+        Some((name, _)) => Ok(Builder::from_image(store, &name)?),
+        None => bail!(
+            "the container's image {} is no longer in the store (nor under another name)",
+            state.image
+        ),
+    }
 }
 
 /// Where the runtime mounted things into the container (its spec's mount destinations): the
