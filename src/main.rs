@@ -88,6 +88,8 @@ enum Command {
         /// init.json
         config: std::path::PathBuf,
     },
+    /// Make a new image from a container's changes (its writable layer)
+    Commit(commands::commit::CommitArgs),
     /// Push a stored image to a registry
     Push(commands::push::PushArgs),
     /// Give a stored image another name
@@ -126,6 +128,8 @@ enum ContainerCommand {
     Kill(commands::container::KillArgs),
     /// Print a container's output
     Logs(commands::container::LogsArgs),
+    /// Make a new image from a container's changes
+    Commit(commands::commit::CommitArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +181,9 @@ fn main() -> ExitCode {
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => commands::push::run(g, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => commands::tag::run(g, a),
         Command::Copy(a) => commands::copy::run(g, a),
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
+            commands::commit::run(g, a)
+        }
         Command::Unpack(a) => commands::unpack::run_unpack(g, a),
         Command::Mount(a) => commands::unpack::run_mount(g, a),
         Command::Umount(a) => commands::unpack::run_umount(g, a),

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each parses nothing itself beyond its `Args` struct and calls
 //! the library crates; the helpers here are what several of them share.
 
+pub mod commit;
 pub mod container;
 pub mod copy;
 pub mod fsck;

@@ -57,6 +57,85 @@ fn apply_layer_over(
     apply_stream(stream, diff_id, target, mode, lowers).map_err(|e| e.in_layer(layer.digest()))
 }
 
+/// A layer blob of the store as its uncompressed tar, an [`std::io::Read`]: gzip, zstd or plain
+/// (told apart by their magic bytes, which agree with the media type of any valid layer), read
+/// and decompressed in a thread of its own. [`LayerReader::finish`] reads to the end and gives
+/// the diff_id (sha256 of the uncompressed bytes) and length, to check against the config.
+///
+/// ```
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("img-doc-open-layer-{}", std::process::id()));
+/// use std::io::Write;
+/// let store = img_store::Store::open(&dir)?;
+/// // A gzip'd one-file layer, stored as any layer blob is.
+/// let mut tar = tar::Builder::new(Vec::new());
+/// let mut header = tar::Header::new_gnu();
+/// header.set_size(3);
+/// header.set_mode(0o644);
+/// tar.append_data(&mut header, "hello", &b"hi\n"[..])?;
+/// let plain = tar.into_inner()?;
+/// let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+/// gz.write_all(&plain)?;
+/// let mut ingest = store.ingest_new(img_store::DigestAlgorithm::Sha256)?;
+/// ingest.write_all(&gz.finish()?)?;
+/// let size = ingest.written();
+/// let digest = ingest.commit()?;
+/// let layer = img_store::Descriptor::new(
+///     "application/vnd.oci.image.layer.v1.tar+gzip".into(), size, digest);
+///
+/// let mut reader = img_unpack::open_layer(&store, &layer)?;
+/// let mut archive = tar::Archive::new(&mut reader);
+/// let names: Vec<String> = archive
+///     .entries()?
+///     .map(|e| Ok(e?.path()?.display().to_string()))
+///     .collect::<std::io::Result<_>>()?;
+/// assert_eq!(names, ["hello"]);
+/// let (diff_id, len) = reader.finish()?;
+/// assert_eq!(len, plain.len() as u64);
+/// assert_eq!(diff_id, img_store::digest::sha256(&plain));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// # demo().unwrap();
+/// ```
+pub fn open_layer(store: &Store, layer: &Descriptor) -> Result<LayerReader> {
+    let file = store.open_blob(layer.digest())?;
+    let hasher = img_store::digest::Hasher::new(&img_store::DigestAlgorithm::Sha256)
+        .expect("sha256 is supported");
+    let stream = LayerStream::with_hasher(file, hasher).map_err(|e| e.in_layer(layer.digest()))?;
+    Ok(LayerReader {
+        stream,
+        layer: layer.digest().clone(),
+    })
+}
+
+/// A layer blob's uncompressed tar; see [`open_layer`].
+pub struct LayerReader {
+    stream: LayerStream,
+    layer: Digest,
+}
+
+impl LayerReader {
+    /// Read what is left and return the sha256 of the whole uncompressed stream (the layer's
+    /// diff_id) and its length. A corrupt or truncated blob fails here, naming the layer.
+    pub fn finish(self) -> Result<(Digest, u64)> {
+        self.stream.finish().map_err(|e| e.in_layer(&self.layer))
+    }
+}
+
+impl std::io::Read for LayerReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::io::Read::read(&mut self.stream, buf)
+    }
+}
+
+impl std::fmt::Debug for LayerReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerReader")
+            .field("layer", &self.layer.to_string())
+            .finish()
+    }
+}
+
 /// Apply an uncompressed layer tar read from `reader` to `target` (no diff_id check: for
 /// tars that do not come from the store).
 pub fn apply_tar(reader: impl std::io::Read, target: &Path, mode: Mode) -> Result<Stats> {

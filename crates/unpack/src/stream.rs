@@ -49,7 +49,11 @@ pub struct LayerStream {
 impl LayerStream {
     /// Start decompressing `file`; the diff_id is computed with the algorithm of `diff_id`.
     pub fn spawn(file: File, diff_id: &Digest) -> Result<LayerStream> {
-        let hasher = Hasher::for_digest(diff_id)?;
+        LayerStream::with_hasher(file, Hasher::for_digest(diff_id)?)
+    }
+
+    /// Start decompressing `file`, hashing the uncompressed bytes with `hasher`.
+    pub fn with_hasher(file: File, hasher: Hasher) -> Result<LayerStream> {
         let (tx, rx) = sync_channel(DEPTH);
         let worker = std::thread::Builder::new()
             .name("img-decompress".into())
