@@ -69,6 +69,9 @@ pub use layout::{read_layout, write_layout};
 pub use load::{LoadOptions, Loaded, Normalize, load};
 pub use save::{SaveImage, SaveReport, save};
 
+/// oci-spec's platform type, as [`LoadOptions::platform`] takes it.
+pub use oci_spec::image::Platform as OciPlatform;
+
 /// containerd's (and docker ≥ 25's) annotation on an `index.json` entry: the image's full name.
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
