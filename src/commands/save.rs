@@ -26,18 +26,18 @@ pub struct SaveArgs {
 
 /// Run `img save`.
 pub fn run(global: &Global, args: SaveArgs) -> Result<ExitCode> {
+    let to_stdout = args.output.as_deref().is_none_or(|o| o == Path::new("-"));
+    if to_stdout && std::io::stdout().is_terminal() {
+        bail!("refusing to write an archive to a terminal: give -o FILE or redirect stdout");
+    }
     let store = super::store(global)?;
     let images = args
         .images
         .iter()
         .map(|input| to_save(&store, input))
         .collect::<Result<Vec<_>>>()?;
-    let to_stdout = args.output.as_deref().is_none_or(|o| o == Path::new("-"));
     if to_stdout {
         let stdout = std::io::stdout();
-        if stdout.is_terminal() {
-            bail!("refusing to write an archive to a terminal: give -o FILE or redirect stdout");
-        }
         let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
         archive::save(&store, &images, &mut out).context("saving to stdout")?;
         out.flush().context("writing to stdout")?;
