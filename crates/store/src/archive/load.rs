@@ -247,8 +247,9 @@ impl<'s> Members<'s> {
                 ));
             }
             let rest = size.saturating_sub(head.len() as u64);
+            let head_len = head.len();
             let mut bytes = head;
-            copy(&raw, entry, &mut bytes, rest)?;
+            copy(&raw, entry, &mut bytes, head_len, rest)?;
             self.json_total += size;
             self.json.insert(name, bytes);
         } else {
@@ -286,6 +287,7 @@ impl<'s> Members<'s> {
                 raw,
                 entry,
                 &mut io::sink(),
+                head.len(),
                 size.saturating_sub(head.len() as u64),
             )?;
             return Ok(blob);
@@ -300,6 +302,7 @@ impl<'s> Members<'s> {
             raw,
             entry,
             &mut ingest,
+            head.len(),
             size.saturating_sub(head.len() as u64),
         )?;
         ingest.commit().map_err(in_store)?;
@@ -334,7 +337,7 @@ impl<'s> Members<'s> {
                 member: raw.to_string(),
                 source: e,
             })?;
-            copy(raw, entry, &mut sink, rest)?;
+            copy(raw, entry, &mut sink, head.len(), rest)?;
             let ingest = sink.encoder.finish().map_err(|e| Error::MemberRead {
                 member: raw.to_string(),
                 source: e,
@@ -347,7 +350,7 @@ impl<'s> Members<'s> {
         }
         let mut ingest = ingest;
         ingest.append(&head).map_err(in_store)?;
-        copy(raw, entry, &mut ingest, rest)?;
+        copy(raw, entry, &mut ingest, head.len(), rest)?;
         Ok(Pending {
             ingest,
             kind,
@@ -526,7 +529,13 @@ impl<'s> Members<'s> {
 }
 
 /// Copy exactly `size` more bytes of a member into `out`; fewer means the archive was cut.
-fn copy<R: Read>(raw: &str, entry: &mut R, out: &mut impl Write, size: u64) -> Result<()> {
+fn copy<R: Read>(
+    raw: &str,
+    entry: &mut R,
+    out: &mut impl Write,
+    head: usize,
+    size: u64,
+) -> Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut done = 0u64;
     let read_err = |e: io::Error| Error::MemberRead {
@@ -557,7 +566,11 @@ fn copy<R: Read>(raw: &str, entry: &mut R, out: &mut impl Write, size: u64) -> R
     if done < size {
         return Err(member(
             raw,
-            format!("cut short: the archive ends inside it ({done} of {size} bytes)"),
+            format!(
+                "cut short: the archive ends inside it ({} of {} bytes)",
+                done + head as u64,
+                size + head as u64
+            ),
         ));
     }
     Ok(())
@@ -1000,4 +1013,113 @@ pub(crate) fn name_plans(
         store.set_ref(&l.name, l.descriptor.clone())?;
     }
     Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> (std::path::PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!(
+            "img-archive-{name}-{}-{}",
+            std::process::id(),
+            crate::ingest::unique()
+        ));
+        let store = Store::open(&dir).unwrap();
+        (dir, store)
+    }
+
+    /// A tar of (name, kind, content or link target), written by hand so that names tar's
+    /// builder refuses (`..`) can be made.
+    fn tar_of(members: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            if kind.is_symlink() {
+                h.set_link_name(std::str::from_utf8(data).unwrap()).unwrap();
+                h.set_size(0);
+            } else {
+                h.set_size(data.len() as u64);
+            }
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            if !kind.is_symlink() {
+                out.extend_from_slice(data);
+                out.resize(out.len().div_ceil(512) * 512, 0);
+            }
+        }
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    #[test]
+    fn member_names_with_dotdot_or_absolute_are_refused() {
+        assert_eq!(member_name("./a//b/./c").unwrap(), "a/b/c");
+        for bad in ["../x", "a/../../x", "/etc/passwd", "a/.."] {
+            let err = member_name(bad).unwrap_err().to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_symlink_named_as_a_layer_is_refused_and_nothing_is_named() {
+        let (dir, store) = temp_store("symlink");
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#;
+        let tar = tar_of(&[
+            ("target.tar", tar::EntryType::Regular, &[0u8; 1024]),
+            ("l/layer.tar", tar::EntryType::Symlink, b"../target.tar"),
+            ("c.json", tar::EntryType::Regular, config),
+            (
+                "manifest.json",
+                tar::EntryType::Regular,
+                br#"[{"Config":"c.json","RepoTags":["a:1"],"Layers":["l/layer.tar"]}]"#,
+            ),
+        ]);
+        let err = load(&store, &tar[..], &LoadOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("l/layer.tar") && err.to_string().contains("symlink"),
+            "{err}"
+        );
+        assert!(store.refs().unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(dir.join("ingest")).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_layer_whose_digest_is_not_its_diff_id_is_refused() {
+        let (dir, store) = temp_store("diffid");
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#;
+        let tar = tar_of(&[
+            ("l/layer.tar", tar::EntryType::Regular, &[0u8; 1024]),
+            ("c.json", tar::EntryType::Regular, config),
+            (
+                "manifest.json",
+                tar::EntryType::Regular,
+                br#"[{"Config":"c.json","RepoTags":["a:1"],"Layers":["l/layer.tar"]}]"#,
+            ),
+        ]);
+        let err = load(&store, &tar[..], &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("l/layer.tar") && err.contains("diff_id"),
+            "{err}"
+        );
+        assert!(store.refs().unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_dotdot_member_is_refused() {
+        let (dir, store) = temp_store("dotdot");
+        let tar = tar_of(&[("../evil", tar::EntryType::Regular, b"x")]);
+        let err = load(&store, &tar[..], &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("../evil") && err.contains("'..'"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
