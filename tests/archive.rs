@@ -325,6 +325,29 @@ fn loads_what_skopeo_writes_plain_and_gzipped() {
     );
     other.assert_fsck_clean();
 
+    // zstd-compressed, from stdin.
+    let zst = files.join("redis-docker.tar.zst");
+    run_tool("zstd", &["-q", "-o", zst.to_str().unwrap(), &docker]);
+    let third = TestRoot::new("load-skopeo-zstd");
+    let out = third
+        .command(&["load"])
+        .stdin(fs::File::open(&zst).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Loaded image: docker.io/x/redis:7"
+    );
+    assert_eq!(
+        image(&third, "docker.io/x/redis:7")["config"],
+        registry_config_digest
+    );
+
     // oci-archive: the registry's manifest kept byte for byte.
     let oci = files.s("redis-oci.tar");
     skopeo(&[
@@ -341,8 +364,8 @@ fn loads_what_skopeo_writes_plain_and_gzipped() {
         registry_digest(&redis)
     );
     // Without --tag, the ref.name is the name.
-    let third = TestRoot::new("load-skopeo-ref");
-    let out = third.ok(&["load", "-i", &oci]);
+    let fourth = TestRoot::new("load-skopeo-ref");
+    let out = fourth.ok(&["load", "-i", &oci]);
     assert_eq!(
         out.trim(),
         "Loaded image: docker.io/library/redis-ref:latest"
@@ -592,14 +615,18 @@ fn save_rmi_load_round_trip_keeps_every_digest() {
     let tb = testbed();
     let root = TestRoot::new("round-trip");
     let files = Scratch::new(&root);
-    let names = [tb.plain_ref("busybox:latest"), tb.plain_ref("multi:latest")];
+    let names = [
+        tb.plain_ref("busybox:latest"),
+        tb.plain_ref("multi:latest"),
+        tb.plain_ref("busybox:v2s2"),
+    ];
     for n in &names {
         root.ok(&["pull", "-q", n]);
     }
     let before: Vec<Value> = names.iter().map(|n| image(&root, n)).collect();
     let archive = files.s("rt.tar");
-    root.ok(&["save", "-o", &archive, &names[0], &names[1]]);
-    root.ok(&["rmi", &names[0], &names[1]]);
+    root.ok(&["save", "-o", &archive, &names[0], &names[1], &names[2]]);
+    root.ok(&["rmi", &names[0], &names[1], &names[2]]);
     root.ok(&["gc"]);
     assert!(root.blob_files().is_empty());
     let out = root.ok(&["load", "-i", &archive]);
@@ -610,11 +637,20 @@ fn save_rmi_load_round_trip_keeps_every_digest() {
         let after = image(&root, n);
         assert_eq!(after["manifest"], b["manifest"], "{n}");
         assert_eq!(after["config"], b["config"], "{n}");
+        // A multi-platform image is saved as its stored platform's manifest (the index lists
+        // platforms the store does not hold), so only single-platform images keep the top digest.
+        if b["platform"].is_null() {
+            assert_eq!(after["digest"], b["digest"], "{n}");
+        }
     }
     root.assert_fsck_clean();
+    // The Docker manifest's served bytes came along: a push reproduces the registry's digest.
+    let (_, dest) = tb.unique_copy("busybox:latest");
+    root.ok(&["push", &names[2], &dest]);
+    assert_eq!(registry_digest(&dest), registry_digest(&names[2]));
     // A second save of the loaded images is the same archive.
     let again = files.s("rt2.tar");
-    root.ok(&["save", "-o", &again, &names[0], &names[1]]);
+    root.ok(&["save", "-o", &again, &names[0], &names[1], &names[2]]);
     assert_eq!(
         sha256_hex(&fs::read(&archive).unwrap()),
         sha256_hex(&fs::read(&again).unwrap())

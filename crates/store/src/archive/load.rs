@@ -667,7 +667,9 @@ fn docker_tags(bytes: &[u8]) -> Result<HashMap<String, Vec<String>>> {
             Some(d) => d?.digest().to_string(),
             None => name.trim_end_matches(".json").to_string(),
         };
-        out.insert(hex, entry.repo_tags.unwrap_or_default());
+        out.entry(hex)
+            .or_insert_with(Vec::new)
+            .extend(entry.repo_tags.unwrap_or_default());
     }
     Ok(out)
 }
@@ -738,7 +740,11 @@ pub(crate) fn oci_plans(
         }
         let mut plan = store_entry(store, what, entry, options.platform)?;
         plan.names = names;
-        if let Some(tags) = docker_tags.get(plan.config.digest()) {
+        // manifest.json's RepoTags name an image by its config, which several manifests may
+        // share: only an entry without a name of its own takes them.
+        if plan.names.is_empty()
+            && let Some(tags) = docker_tags.get(plan.config.digest())
+        {
             plan.names.extend(tags.iter().cloned());
         }
         plans.push(plan);
@@ -782,7 +788,19 @@ pub(crate) fn store_entry(
             for l in m.layers() {
                 present(l, &top_what)?;
             }
-            let (descriptor, digest) = stored_manifest(store, entry, &parsed.media_type, &top)?;
+            let (mut descriptor, digest) = stored_manifest(store, entry, &parsed.media_type, &top)?;
+            // img's OCI form of a Docker manifest (from an img save): the entry says which
+            // digest the registry serves, as a pull's entry does.
+            if let Some(served) = m
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REGISTRY_DIGEST_ANNOTATION))
+                && descriptor.annotations().is_none()
+            {
+                let mut a = HashMap::new();
+                a.insert(REGISTRY_DIGEST_ANNOTATION.to_string(), served.clone());
+                descriptor.set_annotations(Some(a));
+            }
             Ok(Plan {
                 descriptor,
                 manifest: digest,

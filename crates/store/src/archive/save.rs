@@ -95,7 +95,17 @@ pub fn save(store: &Store, images: &[SaveImage], out: impl Write) -> Result<Save
         let all = std::iter::once((m.config().digest().clone(), m.config().size()))
             .chain(m.layers().iter().map(|l| (l.digest().clone(), l.size())))
             .chain([(p.image.manifest_digest.clone(), p.image.manifest_size)]);
-        for (digest, size) in all {
+        // A Docker manifest stored in its OCI form: its served bytes go too (an extra blob
+        // readers ignore), so a load keeps what a push needs to reproduce the registry's digest.
+        let served = p.image.registry_manifest_digest();
+        let served = (served != p.image.manifest_digest)
+            .then(|| {
+                std::fs::metadata(store.blob_path(&served))
+                    .ok()
+                    .map(|m| (served, m.len()))
+            })
+            .flatten();
+        for (digest, size) in all.chain(served) {
             if !store.has_blob(&digest, Some(size)) {
                 return Err(invalid(
                     format!("image {}", p.save.name),
