@@ -608,6 +608,25 @@ fn copy_to_layouts_and_archives_is_read_by_umoci_and_skopeo() {
         "a temporary name stayed: {names:?}"
     );
     root.assert_fsck_clean();
+
+    // A layout whose layer blob is a symlink (to a file with the right bytes) is refused.
+    let fresh = TestRoot::new("copy-layout-symlink");
+    let entry = layout_entry(&layout, "redis");
+    let manifest = layout_json(&layout, entry["digest"].as_str().unwrap());
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let blob = layout
+        .join("blobs/sha256")
+        .join(layer.strip_prefix("sha256:").unwrap());
+    let moved = files.join("moved-layer");
+    fs::rename(&blob, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &blob).unwrap();
+    let (_, stderr) = fresh.fails(&["copy", &format!("oci:{l}:redis"), "sym:1"]);
+    let line = assert_one_error_line(&stderr);
+    assert!(
+        line.contains("symlink") && line.contains(layer.strip_prefix("sha256:").unwrap()),
+        "{line}"
+    );
+    assert_eq!(fresh.ref_names(), Vec::<String>::new());
 }
 
 #[test]

@@ -45,6 +45,13 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The input is not a tar archive (nor a gzip or zstd stream of one).
+    #[error("not a tar archive (nor gzip or zstd of one)")]
+    NotArchive {
+        /// What the tar reader said.
+        #[source]
+        source: io::Error,
+    },
     /// The archive could not be written.
     #[error("writing the archive")]
     Write {

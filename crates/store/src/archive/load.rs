@@ -97,11 +97,34 @@ pub fn load(store: &Store, input: impl Read, options: &LoadOptions) -> Result<Ve
     let mut members = Members::new(store, options.compress);
     let mut archive = tar::Archive::new(reader);
     let entries = archive.entries().map_err(|e| Error::Read { source: e })?;
+    let mut first = true;
     for entry in entries {
-        let mut entry = entry.map_err(|e| Error::Read { source: e })?;
+        let mut entry = entry.map_err(|e| match first {
+            true => Error::NotArchive { source: clean(e) },
+            false => Error::Read { source: clean(e) },
+        })?;
+        first = false;
         members.add(&mut entry)?;
     }
     members.finish(options)
+}
+
+/// The tar reader's error with what it quotes of the input made printable and short (it
+/// quotes header bytes, which from a hostile archive may be terminal escapes).
+fn clean(e: io::Error) -> io::Error {
+    let text: String = e
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(120)
+        .collect();
+    io::Error::new(e.kind(), text)
 }
 
 /// A blob's compression, told by its first bytes.
