@@ -586,6 +586,12 @@ fn copy_to_layouts_and_archives_is_read_by_umoci_and_skopeo() {
         registry_config(&redis, &[])["rootfs"],
         "{inspect}"
     );
+    // skopeo's @N picks an archive's image by position.
+    root.ok(&["copy", &format!("docker-archive:{da}:@0"), "at-zero:1"]);
+    assert_eq!(
+        image(&root, "docker.io/library/at-zero:1")["manifest"],
+        image(&root, &redis)["manifest"]
+    );
     let oa = files.s("copy-oci.tar");
     root.ok(&[
         "copy",

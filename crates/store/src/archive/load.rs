@@ -29,7 +29,8 @@ pub struct LoadOptions<'a> {
     /// `select`, must then hold one image).
     pub tag: Option<&'a str>,
     /// Load only the image the archive names so (skopeo's `oci-archive:FILE:REF`): an
-    /// `index.json` entry's `ref.name` or containerd name, or a `RepoTags` entry.
+    /// `index.json` entry's `ref.name` or containerd name, or a `RepoTags` entry; `@N` is
+    /// the archive's N-th image (from 0), as skopeo's `docker-archive:FILE:@N`.
     pub select: Option<&'a str>,
     /// Store uncompressed layers of docker archives gzip-compressed (the manifest is then
     /// img's own); without it they are stored as they come, their digest being their diff_id.
@@ -732,12 +733,20 @@ pub(crate) fn entry_names(d: &Descriptor) -> Vec<String> {
         .collect()
 }
 
+/// `@N`, skopeo's way to pick an archive's N-th image.
+fn source_index(select: &str) -> Option<usize> {
+    select.strip_prefix('@')?.parse().ok()
+}
+
 /// Whether an entry is the one `select` asks for (by any of its names, as written or
 /// normalized).
 pub(crate) fn selected(names: &[String], options: &LoadOptions) -> bool {
     let Some(want) = options.select else {
         return true;
     };
+    if source_index(want).is_some() {
+        return true; // picked by position in name_plans
+    }
     let norm = |s: &str| options.normalize.and_then(|n| n(s));
     let want_n = norm(want);
     names
@@ -997,10 +1006,14 @@ pub(crate) fn name_plans(
         Some(n) => n(s),
         None => Some(s.to_string()),
     };
-    let mut plans: Vec<Plan> = plans
-        .into_iter()
-        .filter(|p| selected(&p.names, options))
-        .collect();
+    let mut plans: Vec<Plan> = match options.select.and_then(source_index) {
+        // skopeo's `docker-archive:FILE:@N`: the archive's N-th image.
+        Some(n) => plans.into_iter().nth(n).into_iter().collect(),
+        None => plans
+            .into_iter()
+            .filter(|p| selected(&p.names, options))
+            .collect(),
+    };
     if plans.is_empty() {
         return Err(Error::NoImage(match options.select {
             Some(s) => format!("none is named {s:?}"),
