@@ -96,6 +96,10 @@ enum Command {
     Tag(commands::tag::TagArgs),
     /// Copy an image between registries, layouts, archives and the store (skopeo's places)
     Copy(commands::copy::CopyArgs),
+    /// Write stored images to an archive (docker ≥ 25's format: docker, podman, skopeo read it)
+    Save(commands::save::SaveArgs),
+    /// Read images from an archive (docker save's, legacy or ≥ 25; oci-archive; gzip/zstd too)
+    Load(commands::load::LoadArgs),
     /// Remove image references (blobs stay until `img gc`)
     Rmi(commands::rmi::RmiArgs),
     /// Remove blobs no image reaches
@@ -150,6 +154,10 @@ enum ImageCommand {
     Push(commands::push::PushArgs),
     /// Give an image another name
     Tag(commands::tag::TagArgs),
+    /// Write images to an archive
+    Save(commands::save::SaveArgs),
+    /// Read images from an archive
+    Load(commands::load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -180,6 +188,8 @@ fn main() -> ExitCode {
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => commands::rmi::run(g, a),
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => commands::push::run(g, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => commands::tag::run(g, a),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => commands::save::run(g, a),
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => commands::load::run(g, a),
         Command::Copy(a) => commands::copy::run(g, a),
         Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
             commands::commit::run(g, a)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use img_registry::{CopyOptions, Platform, PushOptions, Pushed, Reference};
+use img_store::archive::{self, LoadOptions, SaveImage};
 
 use crate::Global;
 use crate::commands::pull::RegistryArgs;
@@ -144,11 +145,7 @@ pub fn run(global: &Global, args: CopyArgs) -> Result<ExitCode> {
             let store = super::store(global)?;
             super::tag::tag(&store, name, new)?.digest().to_string()
         }
-        _ => bail!(
-            "copying from {} to {} is not supported yet",
-            args.source,
-            args.destination
-        ),
+        _ => via_store(global, &args, &from, &to, platform.as_ref())?,
     };
     if global.json {
         crate::output::json(&serde_json::json!({ "digest": digest }))?;
@@ -156,6 +153,176 @@ pub fn run(global: &Global, args: CopyArgs) -> Result<ExitCode> {
         println!("{digest}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A copy that involves a layout or an archive: through the store. The source is brought in
+/// (read from a layout or archive, pulled, or found there), then sent out (written, pushed,
+/// or named). What was brought in only for the copy is named temporarily and unnamed after
+/// (its blobs stay until `img gc`, like any pull's).
+fn via_store(
+    global: &Global,
+    args: &CopyArgs,
+    from: &Place,
+    to: &Place,
+    platform: Option<&Platform>,
+) -> Result<String> {
+    let store = super::store(global)?;
+    let wanted = platform.map(to_oci_platform).transpose()?;
+    // The name the source is kept under while it is copied.
+    let (name, temporary, names) = match from {
+        Place::Store(input) => {
+            let save = super::save::to_save(&store, input)?;
+            (save.name.clone(), false, save.repo_tags)
+        }
+        Place::Registry(src) => {
+            let existed = store.find_ref(&src.to_string())?.is_some();
+            let pulled = super::pull::pull_image(
+                global,
+                &args.registry,
+                &src.to_string(),
+                args.platform.as_deref(),
+            )?;
+            let name = pulled.reference.to_string();
+            (name.clone(), !existed, vec![super::save::familiar(&name)])
+        }
+        Place::Oci(..) | Place::OciArchive(..) | Place::DockerArchive(..) => {
+            let (tag, temporary) = match to {
+                Place::Store(new) => (
+                    Reference::parse(new)
+                        .with_context(|| format!("destination {new:?}"))?
+                        .to_string(),
+                    false,
+                ),
+                _ => (
+                    format!(
+                        "localhost/img-copy-{}-{}:latest",
+                        std::process::id(),
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos())
+                    ),
+                    true,
+                ),
+            };
+            let (path, select) = match from {
+                Place::Oci(p, r) | Place::OciArchive(p, r) | Place::DockerArchive(p, r) => {
+                    (p, r.as_deref())
+                }
+                _ => unreachable!("matched above"),
+            };
+            let options = LoadOptions {
+                tag: Some(&tag),
+                select,
+                normalize: Some(&super::load::normalize),
+                platform: wanted.as_ref(),
+                ..LoadOptions::default()
+            };
+            let loaded = match from {
+                Place::Oci(..) => archive::read_layout(&store, path, &options)
+                    .with_context(|| format!("reading {}", args.source))?,
+                _ => super::load::load_file(&store, path, &options)?,
+            };
+            let name = loaded
+                .first()
+                .map(|l| l.name.clone())
+                .context("nothing was loaded")?;
+            (name, temporary, Vec::new())
+        }
+    };
+    let result = send(global, args, &store, &name, &names, to);
+    if temporary {
+        let _ = store.remove_ref(&name);
+    }
+    result
+}
+
+/// Send the stored image `name` (whose source names are `names`) to `to`; its digest.
+fn send(
+    global: &Global,
+    args: &CopyArgs,
+    store: &img_store::Store,
+    name: &str,
+    names: &[String],
+    to: &Place,
+) -> Result<String> {
+    let image = store
+        .image(name)
+        .with_context(|| format!("reading image {name}"))?;
+    let manifest = image.manifest_digest.to_string();
+    match to {
+        Place::Store(new) => {
+            let new = Reference::parse(new).with_context(|| format!("destination {new:?}"))?;
+            if new.to_string() != name {
+                super::tag::tag(store, name, &new.to_string())?;
+            }
+            Ok(manifest)
+        }
+        Place::Registry(dst) => {
+            let client = args.registry.client(global)?;
+            let options = PushOptions {
+                concurrency: args.registry.jobs.max(1),
+                ..PushOptions::default()
+            };
+            let pushed = with_bars(global, |bars| {
+                super::runtime()?
+                    .block_on(img_registry::push(
+                        &client, store, name, dst, &options, bars,
+                    ))
+                    .with_context(|| format!("pushing {name} to {dst}"))
+            })?;
+            say(global, &pushed);
+            Ok(pushed.digest.to_string())
+        }
+        Place::Oci(dir, r) => {
+            let save = SaveImage {
+                name: name.to_string(),
+                repo_tags: Vec::new(),
+                ref_name: r.clone(),
+                full_name: None,
+            };
+            archive::write_layout(store, dir, &save, r.as_deref())
+                .with_context(|| format!("writing {}", args.destination))?;
+            Ok(manifest)
+        }
+        Place::OciArchive(file, r) | Place::DockerArchive(file, r) => {
+            let docker = matches!(to, Place::DockerArchive(..));
+            let repo_tags = match r {
+                Some(r) if docker => vec![r.clone()],
+                None if docker => names.to_vec(),
+                _ => Vec::new(),
+            };
+            let full_name = match (docker, r) {
+                (true, Some(r)) => super::load::normalize(r),
+                (true, None) => names.first().and_then(|n| super::load::normalize(n)),
+                (false, _) => None,
+            };
+            let ref_name = match (docker, r) {
+                (false, r) => r.clone(),
+                (true, _) => full_name
+                    .as_deref()
+                    .and_then(|f| f.rsplit_once(':'))
+                    .filter(|(_, t)| !t.contains('/'))
+                    .map(|(_, t)| t.to_string()),
+            };
+            let save = SaveImage {
+                name: name.to_string(),
+                repo_tags,
+                ref_name,
+                full_name,
+            };
+            super::save::write_file(store, &[save], file)?;
+            Ok(manifest)
+        }
+    }
+}
+
+/// An `os/arch[/variant]` as oci-spec's platform.
+fn to_oci_platform(p: &Platform) -> Result<img_store::archive::OciPlatform> {
+    let mut v = serde_json::json!({ "os": p.os, "architecture": p.architecture });
+    if let Some(variant) = &p.variant {
+        v["variant"] = variant.clone().into();
+    }
+    serde_json::from_value(v).context("platform")
 }
 
 /// Run `f` with progress bars on a terminal (hidden otherwise), cleared after.

@@ -9,11 +9,13 @@ pub mod gc;
 pub mod images;
 pub mod inspect;
 pub mod layers;
+pub mod load;
 pub mod login;
 pub mod pull;
 pub mod push;
 pub mod rmi;
 pub mod run;
+pub mod save;
 pub mod tag;
 pub mod unpack;
 

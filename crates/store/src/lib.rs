@@ -29,6 +29,7 @@
 //! [OCI image layout]: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 #![warn(missing_docs)]
 
+pub mod archive;
 pub mod digest;
 mod error;
 mod gc;
