@@ -193,6 +193,40 @@ pub(crate) async fn put_docs(
     Ok((top.digest.clone(), counts))
 }
 
+/// Whether the registry already serves `doc` under `reference` (a `HEAD` whose
+/// `Docker-Content-Digest` is the document's): then a re-push need not put it again. Anything
+/// but a clear yes (a 404, another digest, no header, an error) is a no.
+async fn manifest_there(registry: &Registry, repo: &str, doc: &Doc, reference: &str) -> bool {
+    let what = format!("manifest {}/{repo}", registry.name());
+    let target = format!("/v2/{repo}/manifests/{reference}");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT,
+        HeaderValue::from_static(img_store::manifest::ACCEPT),
+    );
+    let Ok(resp) = registry
+        .request(&Request {
+            method: Method::HEAD,
+            what: &what,
+            repository: repo,
+            scope: push_scope(repo, None),
+            target: &target,
+            headers,
+            body: None,
+        })
+        .await
+    else {
+        return false;
+    };
+    resp.status().is_success()
+        && resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| img_store::digest::parse(v.trim()).ok())
+            .is_some_and(|theirs| theirs == doc.digest)
+}
+
 /// The documents to put, children first. An index goes up whole when the store holds every
 /// manifest it lists with their blobs; else only the stored platform's manifest.
 fn plan(
@@ -723,9 +757,12 @@ fn octets() -> HeaderMap {
     headers
 }
 
-/// Put a manifest under `reference` (a tag or its digest); the registry must agree on its
-/// digest.
+/// Put a manifest under `reference` (a tag or its digest), unless the registry serves it there
+/// already; the registry must agree on its digest.
 async fn put_manifest(registry: &Registry, repo: &str, doc: &Doc, reference: &str) -> Result<()> {
+    if manifest_there(registry, repo, doc, reference).await {
+        return Ok(());
+    }
     let sep = if reference.contains(':') { '@' } else { ':' };
     let what = format!("manifest {}/{repo}{sep}{reference}", registry.name());
     let target = format!("/v2/{repo}/manifests/{reference}");
