@@ -669,7 +669,15 @@ fn a_push_killed_halfway_completes_when_run_again() {
         inspect.code, 0,
         "the manifest is there after the kill: {inspect}"
     );
-    let before = settled_log(Reg::Tls, &repo).len();
+    let first = settled_log(Reg::Tls, &repo);
+    let before = first.len();
+    // the blobs whose upload the first run finished (the session's PUT naming the digest)
+    let finished: Vec<String> = first
+        .iter()
+        .filter(|l| l.method == "PUT" && l.status == 201 && l.uri.contains("/blobs/uploads/"))
+        .filter_map(|l| l.uri.split("digest=").nth(1))
+        .map(|d| d.split('&').next().unwrap().replace("%3A", ":"))
+        .collect();
 
     assert_eq!(
         sb.ok(&[
@@ -689,15 +697,32 @@ fn a_push_killed_halfway_completes_when_run_again() {
     let layout = sb.home.join("skopeo-layout");
     let (sk_digest, _) = skopeo_pull(Reg::Tls, &reference, &layout);
     assert_eq!(sk_digest, digest);
-    // the second run sent only what the registry lacked: at most one PUT per blob
+    // the second run found what the first finished (HEAD 200) and sent it no more
     let log = settled_log(Reg::Tls, &repo);
-    let finishing = log[before..]
+    let second = &log[before..];
+    let shown: Vec<String> = second.iter().map(ToString::to_string).collect();
+    for blob in &finished {
+        assert!(
+            second
+                .iter()
+                .any(|l| l.method == "HEAD" && l.status == 200 && l.uri.ends_with(blob.as_str())),
+            "{blob}, uploaded before the kill, was not found by the second run: {shown:#?}"
+        );
+        assert!(
+            !second
+                .iter()
+                .any(|l| l.method != "HEAD" && l.method != "GET" && l.uri.contains(&blob[7..])),
+            "{blob}, uploaded before the kill, was sent again: {shown:#?}"
+        );
+    }
+    let finishing = second
         .iter()
         .filter(|l| l.method == "PUT" && l.uri.contains("/blobs/uploads/"))
         .count();
-    assert!(
-        finishing <= 9,
-        "{finishing} upload sessions finished on the second run"
+    assert_eq!(
+        finishing + finished.len(),
+        manifest_blobs(&serde_json::from_slice(&bytes).unwrap()).len(),
+        "every blob is uploaded once in all: {shown:#?}"
     );
 }
 
@@ -876,6 +901,19 @@ fn copy_of_one_platform_puts_that_platforms_manifest() {
         line.contains("windows/amd64") && line.contains("multi:latest"),
         "{line}"
     );
+}
+
+#[test]
+fn copy_from_the_store_to_a_registry_keeps_the_digest() {
+    let sb = Sandbox::new("copy-from-store");
+    let source = testbed().plain_ref("busybox:v2s2");
+    let (digest, bytes) = fixture("busybox:v2s2");
+    sb.pull(&source, false);
+    let repo = Reg::fresh_repo("busybox");
+    let dst = format!("docker://{}/{repo}:1", testbed().tls);
+    let out = sb.ok(&["copy", "--creds", &creds(), &source, &dst]);
+    assert_eq!(out.trim(), digest);
+    assert_served(Reg::Tls, &repo, "1", &digest, &bytes);
 }
 
 #[test]
