@@ -185,14 +185,22 @@ pub(crate) async fn put_docs(
             }
         }
     }
-    let counts = push_blobs(registry, repo, from, source, blobs, options, progress).await?;
-    for child in children {
-        put_manifest(registry, repo, child, child.digest.as_ref()).await?;
-    }
     let tag = destination
         .digest()
         .map_or_else(|| destination.manifest_reference(), |d| d.to_string());
-    put_manifest(registry, repo, top, &tag).await?;
+    // Asked first, one request alone: it also settles the authorization, so the concurrent
+    // blob requests do not each meet the registry's challenge.
+    let top_there = manifest_there(registry, repo, top, &tag).await;
+    // The blobs are checked even so: one the registry lost is sent again.
+    let counts = push_blobs(registry, repo, from, source, blobs, options, progress).await?;
+    if !top_there {
+        for child in children {
+            if !manifest_there(registry, repo, child, child.digest.as_ref()).await {
+                put_manifest(registry, repo, child, child.digest.as_ref()).await?;
+            }
+        }
+        put_manifest(registry, repo, top, &tag).await?;
+    }
     Ok((top.digest.clone(), counts))
 }
 
@@ -760,12 +768,9 @@ fn octets() -> HeaderMap {
     headers
 }
 
-/// Put a manifest under `reference` (a tag or its digest), unless the registry serves it there
-/// already; the registry must agree on its digest.
+/// Put a manifest under `reference` (a tag or its digest); the registry must agree on its
+/// digest.
 async fn put_manifest(registry: &Registry, repo: &str, doc: &Doc, reference: &str) -> Result<()> {
-    if manifest_there(registry, repo, doc, reference).await {
-        return Ok(());
-    }
     let sep = if reference.contains(':') { '@' } else { ':' };
     let what = format!("manifest {}/{repo}{sep}{reference}", registry.name());
     let target = format!("/v2/{repo}/manifests/{reference}");
