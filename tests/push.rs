@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::proxy::Proxy;
 use support::{
     Run, TestRoot, assert_one_error_line, is_root, manifest_blobs, run_tool, sha256_hex, testbed,
     try_tool, unique,
@@ -906,6 +907,64 @@ fn copy_of_one_platform_puts_that_platforms_manifest() {
     assert!(
         line.contains("windows/amd64") && line.contains("multi:latest"),
         "{line}"
+    );
+}
+
+#[test]
+fn copy_from_a_source_that_corrupts_a_blob_fails_at_once_and_puts_nothing() {
+    let proxy = Proxy::start(&["--fault", "flip", "--no-redirect"]);
+    let sb = Sandbox::new("copy-flip");
+    let (_, bytes) = fixture("redis:7");
+    let blobs = manifest_blobs(&serde_json::from_slice(&bytes).unwrap());
+    let repo = Reg::fresh_repo("redis");
+    let src = format!("docker://{}", proxy.reference("redis:7"));
+    let dst = format!("docker://{}/{repo}:7", testbed().plain);
+    let line = sb.fails(&["copy", &src, &dst]);
+    assert!(line.contains("digest mismatch"), "{line}");
+    assert!(
+        blobs.iter().any(|(d, _)| line.contains(d.as_str())),
+        "{line}"
+    );
+    let log = settled_log(Reg::Plain, &repo);
+    let shown: Vec<String> = log.iter().map(ToString::to_string).collect();
+    // no blob and no manifest went in, and a blob that cannot verify is not tried again
+    assert!(
+        !log.iter().any(|l| l.method == "PUT" && l.status == 201),
+        "{shown:#?}"
+    );
+    let puts = blob_writes(&log).len();
+    assert!(puts <= blobs.len(), "{puts} blob PUTs: {shown:#?}");
+    let head = try_tool(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "-I",
+            &format!("http://{}/v2/{repo}/manifests/7", testbed().plain),
+        ],
+    );
+    assert_ne!(head.code, 0, "the manifest is there: {head}");
+}
+
+#[test]
+fn copy_from_a_source_that_cuts_downloads_completes_verified() {
+    let proxy = Proxy::start(&["--fault", "cut", "--no-redirect"]);
+    let sb = Sandbox::new("copy-cut");
+    let (digest, bytes) = fixture("redis:7");
+    let repo = Reg::fresh_repo("redis");
+    let src = format!("docker://{}", proxy.reference("redis:7"));
+    let dst = format!("docker://{}/{repo}:7", testbed().plain);
+    assert_eq!(sb.ok(&["copy", &src, &dst]).trim(), digest);
+    assert_served(Reg::Plain, &repo, "7", &digest, &bytes);
+    let layout = sb.home.join("layout");
+    let reference = format!("{}/{repo}:7", testbed().plain);
+    assert_eq!(skopeo_pull(Reg::Plain, &reference, &layout).0, digest);
+    let stats = proxy.stats();
+    let blobs = manifest_blobs(&serde_json::from_slice(&bytes).unwrap()).len() as u64;
+    assert_eq!(
+        stats["faults_fired"]["cut"].as_u64(),
+        Some(blobs),
+        "every blob's first download is cut: {stats}"
     );
 }
 

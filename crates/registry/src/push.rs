@@ -224,6 +224,7 @@ async fn manifest_there(registry: &Registry, repo: &str, doc: &Doc, reference: &
             target: &target,
             headers,
             body: None,
+            stop: None,
         })
         .await
     else {
@@ -466,11 +467,24 @@ async fn push_blob(
             BlobSource::Store(store) => {
                 let path = store.blob_path(digest);
                 let body = file_body(&path, 0, blob.size(), digest.clone(), progress);
-                put_whole(registry, repo, &location, &body, blob, &what).await
+                put_whole(registry, repo, &location, &body, None, blob, &what).await
             }
             BlobSource::Registry(from, from_repo) => {
-                let body = registry_body(from.clone(), from_repo.clone(), blob.clone(), progress);
-                put_whole(registry, repo, &location, &body, blob, &what).await
+                let bad = Verdict::default();
+                let body = registry_body(
+                    from.clone(),
+                    from_repo.clone(),
+                    blob.clone(),
+                    bad.clone(),
+                    progress,
+                );
+                let stop = || bad.is_set();
+                let sent = put_whole(registry, repo, &location, &body, Some(&stop), blob, &what);
+                match (sent.await, bad.take()) {
+                    // The source sent other bytes than the digest names: no retry helps.
+                    (Err(_), Some(wrong)) => return Err(wrong.into()),
+                    (sent, _) => sent,
+                }
             }
         };
         match sent {
@@ -513,6 +527,7 @@ async fn blob_exists(registry: &Registry, repo: &str, digest: &Digest, what: &st
             target: &target,
             headers: HeaderMap::new(),
             body: None,
+            stop: None,
         })
         .await?;
     match resp.status() {
@@ -550,6 +565,7 @@ async fn start_upload(
             target: &target,
             headers,
             body: None,
+            stop: None,
         })
         .await?;
     let resp = registry.checked(what, repo, resp).await?;
@@ -584,6 +600,7 @@ async fn put_whole(
     repo: &str,
     location: &str,
     body: &(dyn Fn() -> reqwest::Body + Send + Sync),
+    stop: Option<&(dyn Fn() -> bool + Send + Sync)>,
     blob: &Descriptor,
     what: &str,
 ) -> Result<()> {
@@ -599,9 +616,31 @@ async fn put_whole(
             target: &target,
             headers,
             body: Some(body),
+            stop,
         })
         .await?;
     registry.checked(what, repo, resp).await.map(drop)
+}
+
+/// Set when a blob streamed from another registry did not match its descriptor: the upload
+/// is abandoned, not retried, and this is the error.
+#[derive(Debug, Clone, Default)]
+struct Verdict(Arc<std::sync::Mutex<Option<img_store::Error>>>);
+
+impl Verdict {
+    fn set(&self, e: img_store::Error) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert(e);
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.lock().is_ok_and(|slot| slot.is_some())
+    }
+
+    fn take(&self) -> Option<img_store::Error> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
 }
 
 /// The blob in `PATCH` chunks with `Content-Range`, then a `PUT` that names its digest. A
@@ -640,6 +679,7 @@ async fn put_chunks(
                 target: &location,
                 headers,
                 body: Some(&body),
+                stop: None,
             })
             .await;
         match sent {
@@ -703,6 +743,7 @@ async fn put_chunks(
             target: &target,
             headers,
             body: None,
+            stop: None,
         })
         .await?;
     registry.checked(what, repo, resp).await.map(drop)
@@ -724,6 +765,7 @@ async fn upload_status(
             target: location,
             headers: HeaderMap::new(),
             body: None,
+            stop: None,
         })
         .await?;
     let resp = registry.checked(what, repo, resp).await?;
@@ -793,6 +835,7 @@ async fn put_manifest(registry: &Registry, repo: &str, doc: &Doc, reference: &st
             target: &target,
             headers,
             body: Some(&body),
+            stop: None,
         })
         .await?;
     let resp = registry.checked(&what, repo, resp).await?;
@@ -868,6 +911,7 @@ fn registry_body(
     from: Arc<Registry>,
     repo: String,
     blob: Descriptor,
+    bad: Verdict,
     progress: &Arc<dyn Progress>,
 ) -> impl Fn() -> reqwest::Body + Send + Sync + use<> {
     let progress = progress.clone();
@@ -876,8 +920,13 @@ fn registry_body(
         // hundreds of KB each on a fast connection, and with four in flight per blob a copy
         // peaked near 32 MB (tools/bench copy); one keeps it near 22 MB at the same speed.
         let (tx, rx) = mpsc::channel::<std::io::Result<bytes::Bytes>>(1);
-        let (from, repo, blob, progress) =
-            (from.clone(), repo.clone(), blob.clone(), progress.clone());
+        let (from, repo, blob, progress, bad) = (
+            from.clone(),
+            repo.clone(),
+            blob.clone(),
+            progress.clone(),
+            bad.clone(),
+        );
         tokio::spawn(async move {
             let digest = blob.digest();
             progress.reset(digest, 0);
@@ -893,6 +942,11 @@ fn registry_body(
                 while let Some(chunk) = resp.chunk().await.map_err(std::io::Error::other)? {
                     seen += chunk.len() as u64;
                     if seen > blob.size() {
+                        bad.set(img_store::Error::SizeMismatch {
+                            digest: digest.clone(),
+                            expected: blob.size(),
+                            actual: seen,
+                        });
                         return Err(std::io::Error::other(format!(
                             "blob {digest}: more than its {} bytes",
                             blob.size()
@@ -907,6 +961,18 @@ fn registry_body(
                     }
                 }
                 let actual = hasher.finish();
+                if seen != blob.size() {
+                    bad.set(img_store::Error::SizeMismatch {
+                        digest: digest.clone(),
+                        expected: blob.size(),
+                        actual: seen,
+                    });
+                } else if &actual != digest {
+                    bad.set(img_store::Error::DigestMismatch {
+                        expected: digest.clone(),
+                        actual: actual.clone(),
+                    });
+                }
                 if seen != blob.size() || &actual != digest {
                     return Err(std::io::Error::other(format!(
                         "blob {digest}: the source sent {seen} bytes hashing to {actual}"
