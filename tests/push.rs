@@ -959,6 +959,13 @@ fn copy_from_a_source_that_cuts_downloads_completes_verified() {
     let layout = sb.home.join("layout");
     let reference = format!("{}/{repo}:7", testbed().plain);
     assert_eq!(skopeo_pull(Reg::Plain, &reference, &layout).0, digest);
+    // each cut blob started over in a fresh session, none was PUT again into a dead one
+    let log = settled_log(Reg::Plain, &repo);
+    let shown: Vec<String> = log.iter().map(ToString::to_string).collect();
+    assert!(
+        !log.iter().any(|l| l.method == "PUT" && l.status == 404),
+        "a PUT into a closed upload session: {shown:#?}"
+    );
     let stats = proxy.stats();
     let blobs = manifest_blobs(&serde_json::from_slice(&bytes).unwrap()).len() as u64;
     assert_eq!(

@@ -456,6 +456,9 @@ async fn push_blob(
         };
         // A registry that declined the mount will not mount it on a retry either.
         mount_from = None;
+        // A whole-blob PUT that failed is not sent again into its session (which the registry
+        // may have closed): this loop starts a fresh one.
+        let once = || true;
         let sent = match source {
             BlobSource::Store(store) if blob.size() > chunk => {
                 let path = store.blob_path(digest);
@@ -467,7 +470,7 @@ async fn push_blob(
             BlobSource::Store(store) => {
                 let path = store.blob_path(digest);
                 let body = file_body(&path, 0, blob.size(), digest.clone(), progress);
-                put_whole(registry, repo, &location, &body, None, blob, &what).await
+                put_whole(registry, repo, &location, &body, Some(&once), blob, &what).await
             }
             BlobSource::Registry(from, from_repo) => {
                 let bad = Verdict::default();
@@ -478,8 +481,7 @@ async fn push_blob(
                     bad.clone(),
                     progress,
                 );
-                let stop = || bad.is_set();
-                let sent = put_whole(registry, repo, &location, &body, Some(&stop), blob, &what);
+                let sent = put_whole(registry, repo, &location, &body, Some(&once), blob, &what);
                 match (sent.await, bad.take()) {
                     // The source sent other bytes than the digest names: no retry helps.
                     (Err(_), Some(wrong)) => return Err(wrong.into()),
@@ -632,10 +634,6 @@ impl Verdict {
         if let Ok(mut slot) = self.0.lock() {
             slot.get_or_insert(e);
         }
-    }
-
-    fn is_set(&self) -> bool {
-        self.0.lock().is_ok_and(|slot| slot.is_some())
     }
 
     fn take(&self) -> Option<img_store::Error> {
