@@ -561,7 +561,12 @@ fn a_push_within_one_registry_mounts_every_blob_and_uploads_no_bytes() {
     sb.pull(&source, false);
     let repo = Reg::fresh_repo("redis");
     let dest = format!("{}/{repo}:7", testbed().plain);
-    assert_eq!(sb.ok(&["push", "-q", &source, &dest]).trim(), digest);
+    let pushed: Value = serde_json::from_str(&sb.ok(&["push", "--json", &source, &dest]))
+        .expect("push --json is JSON");
+    assert_eq!(pushed["digest"], digest.as_str(), "{pushed}");
+    assert_eq!(pushed["mountedBlobs"], blobs.len(), "{pushed}");
+    assert_eq!(pushed["uploadedBlobs"], 0, "{pushed}");
+    assert_eq!(pushed["uploadedBytes"], 0, "{pushed}");
     assert_served(Reg::Plain, &repo, "7", &digest, &bytes);
 
     let log = settled_log(Reg::Plain, &repo);
@@ -599,11 +604,12 @@ fn a_repush_of_what_the_registry_has_is_heads_only() {
     sb.ok(&["push", "--creds", &creds(), &source, &dest]);
     let before = settled_log(Reg::Tls, &repo).len();
 
-    assert_eq!(
-        sb.ok(&["push", "-q", "--creds", &creds(), &source, &dest])
-            .trim(),
-        digest
-    );
+    let pushed: Value =
+        serde_json::from_str(&sb.ok(&["push", "--json", "--creds", &creds(), &source, &dest]))
+            .expect("push --json is JSON");
+    assert_eq!(pushed["digest"], digest.as_str(), "{pushed}");
+    assert_eq!(pushed["presentBlobs"], blobs.len(), "{pushed}");
+    assert_eq!(pushed["uploadedBlobs"], 0, "{pushed}");
     let log = settled_log(Reg::Tls, &repo);
     let again: Vec<&Logged> = log[before..].iter().filter(|l| l.status != 401).collect();
     let shown: Vec<String> = again.iter().map(ToString::to_string).collect();
