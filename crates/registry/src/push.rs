@@ -513,6 +513,8 @@ fn upload_may_recover(e: &Error) -> bool {
             status.is_server_error()
                 || *status == StatusCode::NOT_FOUND
                 || *status == StatusCode::RANGE_NOT_SATISFIABLE
+                // a whole-blob PUT is not retried in its session, so its 429 lands here
+                || *status == StatusCode::TOO_MANY_REQUESTS
         }
         _ => false,
     }
