@@ -387,6 +387,7 @@ impl Registry {
                 target: path,
                 headers,
                 body: None,
+                stop: None,
             })
             .await?;
         self.checked(what, repository, resp).await
@@ -402,7 +403,7 @@ impl Registry {
         loop {
             let resp = match self.send(req).await {
                 Ok(resp) => resp,
-                Err(e) if transient(&e) => {
+                Err(e) if transient(&e) && !req.stop.is_some_and(|stop| stop()) => {
                     let why = format!("{} ({})", self.name, root_cause(&e));
                     if backoff.again(&self.log, req.what, why, None).await {
                         continue;
@@ -421,7 +422,7 @@ impl Registry {
                     continue;
                 }
             }
-            if retry::retryable(status) {
+            if retry::retryable(status) && !req.stop.is_some_and(|stop| stop()) {
                 let why = format!("registry answered {status}");
                 if backoff
                     .again(&self.log, req.what, why, Some(resp.headers()))
@@ -748,6 +749,9 @@ pub(crate) struct Request<'a> {
     pub headers: HeaderMap,
     /// Makes the body afresh for each attempt.
     pub body: Option<&'a (dyn Fn() -> reqwest::Body + Send + Sync)>,
+    /// Asked after a failed attempt: `true` returns the failure without another attempt (a
+    /// body whose source failed verification will fail again).
+    pub stop: Option<&'a (dyn Fn() -> bool + Send + Sync)>,
 }
 
 /// The scope for reading `repository`.
