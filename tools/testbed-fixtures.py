@@ -215,6 +215,49 @@ def large_layer(n, size, out):
     t.close()
 
 
+class RepeatReader:
+    """File-like object yielding SIZE bytes: a seeded 16 KiB random block, repeated (so gzip,
+    whose window is 32 KiB, shrinks it; the unpacked file is still SIZE bytes)."""
+
+    def __init__(self, seed, size):
+        self.block = random.Random(seed).randbytes(16384)
+        self.left = size
+
+    def read(self, n=-1):
+        if n < 0 or n > self.left:
+            n = self.left
+        self.left -= n
+        whole, part = divmod(n, len(self.block))
+        return self.block * whole + self.block[:part]
+
+
+def big_layer(size, out):
+    """One layer holding one file of SIZE bytes (big/blob.bin); sha256 of it printed."""
+    size = int(size)
+    t = Tar(out)
+    t.dir("big")
+    t.stream("big/blob.bin", size, RepeatReader("img-big", size))
+    t.close()
+    h, r = hashlib.sha256(), RepeatReader("img-big", size)
+    while r.left:
+        h.update(r.read(1 << 20))
+    print(h.hexdigest())
+
+
+def many_files(count, out):
+    """One layer of COUNT small files, 1000 to a directory: many/dNNN/fNNNNNN holds its own
+    name and a newline."""
+    count = int(count)
+    t = Tar(out)
+    t.dir("many")
+    for i in range(count):
+        d = "many/d%03d" % (i // 1000)
+        if i % 1000 == 0:
+            t.dir(d)
+        t.file("%s/f%06d" % (d, i), "f%06d\n" % i)
+    t.close()
+
+
 # --------------------------------------------------------------------------
 # OCI layout helpers
 
@@ -1027,6 +1070,8 @@ def main(argv):
         "edge-layer2": (edge_layer2, 1),
         "edge-layer3": (edge_layer3, 1),
         "large-layer": (large_layer, 3),
+        "big-layer": (big_layer, 2),
+        "many-files": (many_files, 2),
         "set-variant": (set_variant, 3),
         "verify-edge": (verify_edge, 1),
         "check-zstd": (check_zstd, 2),
