@@ -331,7 +331,6 @@ impl Drill {
     }
 
     /// Remove every container (`rm -f`), checking nothing of them stays.
-    #[allow(dead_code)]
     fn remove_containers(&mut self) {
         let ids: Vec<String> = read_names(&self.path("containers"));
         for id in &ids {
@@ -655,4 +654,406 @@ fn gc_killed_recovers() {
         assert_eq!(run.code, 0, "{run}");
     }
     drill.finish(6);
+}
+
+// ---------------------------------------------------------------------------------------
+// pull --unpack, unpack, snapshot preparation by run
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (overlay-form snapshots with whiteout devices): run as root, as tools/test does"
+)]
+fn pull_unpack_killed_recovers() {
+    let tb = testbed();
+    let image = tb.plain_ref("redis:7");
+    let mut rng = Rng::new();
+    let mut drill = Drill::new("pull-unpack");
+    let root = drill.root.path.clone();
+    let pull = ["pull", "-q", "--unpack", image.as_str()];
+    drill.ok(&pull);
+    let whole = snapshot_sizes(&root);
+    let layers = whole.len();
+    let mut points: Vec<(String, Box<dyn Fn(&Path) -> bool>)> = vec![(
+        "a snapshot being prepared".into(),
+        Box::new(|r: &Path| count(&r.join("snapshots/tmp")) > 0),
+    )];
+    for n in 1..layers {
+        points.push((
+            format!("{n} snapshot(s) committed"),
+            Box::new(move |r: &Path| count(&r.join("snapshots/sha256")) >= n),
+        ));
+    }
+    for (label, cond) in &points {
+        reset(&mut drill);
+        drill.kill(label, &pull, At::State(cond.as_ref()));
+        drill.recover(&pull, true);
+        assert_snapshots_whole(&root, &whole);
+        assert_eq!(snapshot_sizes(&root).len(), layers);
+    }
+    let syscalls: Vec<(String, &str, Option<PathBuf>, u32)> = vec![
+        (
+            "starting the first snapshot".into(),
+            "mkdir",
+            Some(root.join("snapshots/tmp")),
+            1,
+        ),
+        (
+            "starting a later snapshot".into(),
+            "mkdir",
+            Some(root.join("snapshots/tmp")),
+            2,
+        ),
+        (
+            "set_ref under index.lock".into(),
+            "openat",
+            Some(root.join("locks/index.lock")),
+            1,
+        ),
+        (
+            "random mkdirat in a layer".into(),
+            "mkdirat",
+            None,
+            rng.within(1, 12),
+        ),
+        ("random write".into(), "write", None, rng.within(1, 60)),
+    ];
+    for (label, call, path, nth) in syscalls {
+        reset(&mut drill);
+        drill.kill(&label, &pull, At::Syscall { call, path, nth });
+        drill.recover(&pull, true);
+        assert_snapshots_whole(&root, &whole);
+        assert_eq!(snapshot_sizes(&root).len(), layers);
+    }
+    drill.finish(7);
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (owners and device nodes of a rootfs): run as root, as tools/test does"
+)]
+fn unpack_killed_recovers() {
+    let tb = testbed();
+    let image = tb.plain_ref("redis:7");
+    let mut rng = Rng::new();
+    let mut drill = Drill::new("unpack");
+    drill.ok(&["pull", "-q", &image]);
+    let reference = drill.scratch.join("reference");
+    drill.ok(&["unpack", &image, reference.to_str().unwrap()]);
+    let whole = tree_size(&reference);
+    let scratch = drill.scratch.clone();
+    let mut n = 0;
+    let mut next_target = |in_place: bool| {
+        n += 1;
+        let t = scratch.join(format!("rootfs-{n}"));
+        if in_place {
+            fs::create_dir(&t).unwrap();
+        }
+        t
+    };
+    let temps = |dir: &Path| -> Vec<String> {
+        read_names(dir)
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    };
+    let check = |drill: &mut Drill, target: &Path| {
+        let t = target.to_str().unwrap();
+        // A tree that exists is whole; one that does not is made by the re-run.
+        if !target.exists() || count(target) == 0 {
+            let run = drill.img(&["unpack", &image, t]);
+            assert_eq!(run.code, 0, "unpack again after a kill: {run}");
+        }
+        assert_eq!(tree_size(target), whole, "{t} is not a whole rootfs");
+        drill.recover(&["images", "-q"], false);
+        let left = temps(&scratch);
+        assert!(
+            left.is_empty(),
+            "temp trees left beside the target: {left:?}"
+        );
+    };
+    let states: Vec<(&str, bool, Box<dyn Fn(&Path) -> bool>)> = vec![
+        (
+            "the temp tree appeared",
+            false,
+            Box::new(|s: &Path| !temps(s).is_empty()),
+        ),
+        (
+            "the temp tree has 5 entries",
+            false,
+            Box::new(|s: &Path| temps(s).iter().any(|t| count(&s.join(t)) >= 5)),
+        ),
+    ];
+    for (label, in_place, cond) in &states {
+        let target = next_target(*in_place);
+        let scratch = scratch.clone();
+        let cond = move |_: &Path| cond(&scratch);
+        drill.kill(
+            label,
+            &["unpack", &image, target.to_str().unwrap()],
+            At::State(&cond),
+        );
+        check(&mut drill, &target);
+    }
+    let syscalls: Vec<(String, bool, &str, u32)> = vec![
+        ("random mkdirat".into(), false, "mkdirat", rng.within(1, 10)),
+        ("random write".into(), false, "write", rng.within(1, 60)),
+        (
+            "random symlinkat".into(),
+            false,
+            "symlinkat",
+            rng.within(1, 20),
+        ),
+        (
+            "into an empty directory: random mkdirat".into(),
+            true,
+            "mkdirat",
+            rng.within(1, 10),
+        ),
+        (
+            "into an empty directory: random write".into(),
+            true,
+            "write",
+            rng.within(1, 60),
+        ),
+    ];
+    for (label, in_place, call, nth) in syscalls {
+        let target = next_target(in_place);
+        drill.kill(
+            &label,
+            &["unpack", &image, target.to_str().unwrap()],
+            At::Syscall {
+                call,
+                path: None,
+                nth,
+            },
+        );
+        check(&mut drill, &target);
+    }
+    drill.finish(6);
+}
+
+/// Entries under `dir`, recursively (symlinks not followed).
+fn tree_size(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        n += 1;
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            n += tree_size(&e.path());
+        }
+    }
+    n
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups): run as root, as tools/test does"
+)]
+fn run_killed_while_preparing_recovers() {
+    let tb = testbed();
+    let image = tb.plain_ref("redis:7");
+    let mut drill = Drill::new("run");
+    let root = drill.root.path.clone();
+    drill.ok(&["pull", "-q", "--unpack", &image]);
+    let whole = snapshot_sizes(&root);
+    let layers = whole.len();
+    let run = ["run", "--rm", image.as_str(), "true"];
+    let mut points: Vec<(String, Box<dyn Fn(&Path) -> bool>)> = vec![(
+        "a snapshot being prepared".into(),
+        Box::new(|r: &Path| count(&r.join("snapshots/tmp")) > 0),
+    )];
+    for n in 1..layers {
+        points.push((
+            format!("{n} snapshot(s) prepared"),
+            Box::new(move |r: &Path| count(&r.join("snapshots/sha256")) >= n),
+        ));
+    }
+    points.push((
+        "the container directory appeared".into(),
+        Box::new(|r: &Path| count(&r.join("containers")) > 0),
+    ));
+    points.push((
+        "the container's config.json written".into(),
+        Box::new(|r: &Path| {
+            read_names(&r.join("containers"))
+                .iter()
+                .any(|c| r.join("containers").join(c).join("config.json").exists())
+        }),
+    ));
+    points.push((
+        "the container's state.json written".into(),
+        Box::new(|r: &Path| {
+            read_names(&r.join("containers"))
+                .iter()
+                .any(|c| r.join("containers").join(c).join("state.json").exists())
+        }),
+    ));
+    for (label, cond) in &points {
+        // The snapshots go (the image stays named but gc removes what is not whole: drop
+        // them by hand), so `run` prepares them again.
+        let _ = fs::remove_dir_all(root.join("snapshots/sha256"));
+        drill.kill(label, &run, At::State(cond.as_ref()));
+        drill.recover(&run, true);
+        assert_snapshots_whole(&root, &whole);
+        drill.remove_containers();
+    }
+    drill.finish(6);
+}
+
+// ---------------------------------------------------------------------------------------
+// run -d, rm
+
+/// The state.json of the only container (once it is readable).
+fn only_state(root: &Path) -> Option<Value> {
+    let names = read_names(&root.join("containers"));
+    let name = names.iter().find(|n| !n.starts_with('.'))?;
+    fs::read(root.join("containers").join(name).join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn sigkill(pid: u64) {
+    let out = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kill -KILL {pid}: {out:?}");
+}
+
+/// Wait (within the deadline) until `cond` holds.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups): run as root, as tools/test does"
+)]
+fn run_detached_killed_recovers() {
+    let tb = testbed();
+    let image = tb.plain_ref("busybox:latest");
+    let mut drill = Drill::new("run-d");
+    drill.ok(&["pull", "-q", "--unpack", &image]);
+    let run = ["run", "-d", image.as_str(), "sleep", "600"];
+    let points: Vec<(&str, Box<dyn Fn(&Path) -> bool>)> = vec![
+        (
+            "the container directory appeared",
+            Box::new(|r: &Path| count(&r.join("containers")) > 0),
+        ),
+        (
+            "its state.json written",
+            Box::new(|r: &Path| only_state(r).is_some()),
+        ),
+        (
+            "the supervisor started",
+            Box::new(|r: &Path| only_state(r).is_some_and(|s| s["status"] == "running")),
+        ),
+    ];
+    for (label, cond) in &points {
+        drill.kill(label, &run, At::State(cond.as_ref()));
+        drill.recover(&run, true);
+        drill.remove_containers();
+    }
+    // The supervisor killed while the container runs: ps still shows it running (it is),
+    // rm -f stops and removes it, cgroup included.
+    drill.ok(&run);
+    let state = only_state(&drill.root.path).unwrap();
+    sigkill(state["supervisor"].as_u64().unwrap());
+    drill
+        .killed
+        .push("the supervisor of a running container".into());
+    drill.recover(&["ps"], false);
+    drill.remove_containers();
+    // The supervisor killed, then the container's process dies: reap records it exited and
+    // removes its cgroup.
+    drill.ok(&run);
+    let state = only_state(&drill.root.path).unwrap();
+    sigkill(state["supervisor"].as_u64().unwrap());
+    let pid = state["pid"].as_u64().unwrap();
+    sigkill(pid);
+    wait_until("the container's process to go", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    drill
+        .killed
+        .push("the supervisor, then the container's process".into());
+    drill.recover(&["ps"], false);
+    let after = only_state(&drill.root.path).unwrap();
+    assert_eq!(after["status"], "exited", "{after}");
+    drill.remove_containers();
+    drill.finish(5);
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups): run as root, as tools/test does"
+)]
+fn rm_killed_recovers() {
+    let tb = testbed();
+    let image = tb.plain_ref("busybox:latest");
+    let mut rng = Rng::new();
+    let mut drill = Drill::new("rm");
+    drill.ok(&["pull", "-q", "--unpack", &image]);
+    let root = drill.root.path.clone();
+    let files = 200;
+    let script =
+        format!("mkdir /d && cd /d && i=0; while [ $i -lt {files} ]; do : > f$i; i=$((i+1)); done");
+    // rm renames the directory out of its name first, then removes it: unlinkat is counted
+    // over the whole removal (rm is one thread).
+    let mut points: Vec<(String, bool, &str, u32)> = vec![
+        ("renaming the directory away".into(), true, "rename", 1),
+        ("the first unlinkat".into(), false, "unlinkat", 1),
+    ];
+    for _ in 0..3 {
+        points.push((
+            "random unlinkat of the removal".into(),
+            false,
+            "unlinkat",
+            rng.within(2, files),
+        ));
+    }
+    for (label, on_dir, call, nth) in points {
+        drill.ok(&["run", "--name", "c", &image, "sh", "-c", &script]);
+        let id = only_state(&root).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let dir = root.join("containers").join(&id);
+        drill.kill(
+            &label,
+            &["rm", "c"],
+            At::Syscall {
+                call,
+                path: on_dir.then(|| dir.clone()),
+                nth,
+            },
+        );
+        // ps (its reap) and rm resolve whatever is left; the name is free again.
+        let listed = drill.img(&["ps", "-a", "-q"]);
+        let needed = listed.stdout.contains(&id[..12]);
+        drill.recover(&["rm", "c"], needed);
+        assert!(!dir.exists(), "containers/{id} left after rm");
+        assert!(read_names(&root.join("containers")).is_empty());
+    }
+    // rm -f of a running container, killed once the container's process is gone.
+    drill.ok(&["run", "-d", "--name", "c", &image, "sleep", "600"]);
+    let pid = only_state(&root).unwrap()["pid"].as_u64().unwrap();
+    let gone = move |_: &Path| !Path::new(&format!("/proc/{pid}")).exists();
+    drill.kill(
+        "rm -f, its container's process gone",
+        &["rm", "-f", "c"],
+        At::State(&gone),
+    );
+    let needed = !drill.img(&["ps", "-a", "-q"]).stdout.trim().is_empty();
+    drill.recover(&["rm", "-f", "c"], needed);
+    assert!(read_names(&root.join("containers")).is_empty());
+    drill.finish(5);
 }
