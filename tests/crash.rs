@@ -105,7 +105,11 @@ struct Drill {
 
 impl Drill {
     fn new(name: &'static str) -> Drill {
-        let root = TestRoot::new(&format!("crash-{name}"));
+        Drill::with_root(name, TestRoot::new(&format!("crash-{name}")))
+    }
+
+    /// A drill on a store root of the caller's choice.
+    fn with_root(name: &'static str, root: TestRoot) -> Drill {
         let scratch = PathBuf::from(format!("{}.scratch", root.path.display()));
         fs::create_dir_all(&scratch).unwrap();
         let drill = Drill {
@@ -1056,4 +1060,152 @@ fn rm_killed_recovers() {
     drill.recover(&["rm", "-f", "c"], needed);
     assert!(read_names(&root.join("containers")).is_empty());
     drill.finish(5);
+}
+
+// ---------------------------------------------------------------------------------------
+// ENOSPC
+
+/// A tmpfs of `bytes` mounted at `dir` for the test, unmounted (lazily) when dropped.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, bytes: u64) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        support::run_tool(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+                dir.to_str().unwrap(),
+            ],
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// Bytes under `dir` (apparent sizes of regular files).
+fn bytes_under(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = e.path().symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            n += bytes_under(&e.path());
+        } else if meta.is_file() {
+            n += meta.len();
+        }
+    }
+    n
+}
+
+/// A store on a tmpfs too small for what `args` writes: one clear line, a non-zero exit,
+/// nothing half-written named; returns the store for more checks.
+fn assert_no_space(drill: &mut Drill, args: &[&str]) {
+    let run = drill.img(args);
+    assert_ne!(run.code, 0, "expected no space: {run}");
+    let line = support::assert_one_error_line(&run.stderr);
+    eprintln!("img {}: {line}", args.join(" "));
+    assert!(
+        line.to_lowercase().contains("no space"),
+        "the error does not say the device is full: {line}"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (mounts a tmpfs for the store): run as root, as tools/test does"
+)]
+fn a_full_disk_mid_pull_and_mid_unpack_names_nothing_half_written() {
+    let tb = testbed();
+    let image = tb.plain_ref("redis:7");
+    // The sizes to fill: a store with the image pulled and unpacked, elsewhere.
+    let sizing = Drill::new("enospc-sizing");
+    sizing.ok(&["pull", "-q", "--unpack", &image]);
+    let blob_bytes = bytes_under(&sizing.path("blobs"));
+    let snapshot_bytes = bytes_under(&sizing.path("snapshots"));
+    let rootfs = sizing.scratch.join("rootfs");
+    sizing.ok(&["unpack", &image, rootfs.to_str().unwrap()]);
+    let rootfs_bytes = bytes_under(&rootfs);
+    drop(sizing);
+
+    // Mid-pull: half the blobs fit.
+    let base = TestRoot::new("crash-enospc");
+    let fs_dir = base.path.clone();
+    let small = Tmpfs::mount(&fs_dir, blob_bytes / 2);
+    let store = fs_dir.join("store");
+    let mut drill = Drill::with_root(
+        "enospc",
+        TestRoot {
+            path: store.clone(),
+        },
+    );
+    assert_no_space(&mut drill, &["pull", "-q", &image]);
+    assert!(
+        drill.root.entries_named(&image).is_empty(),
+        "a reference was written on a full disk"
+    );
+    let ingest = read_names(&store.join("ingest"));
+    assert!(
+        ingest.is_empty(),
+        "temp files left on a full disk: {ingest:?}"
+    );
+    drill.assert_fsck_clean("after a pull on a full disk");
+    drop(drill);
+    drop(small);
+
+    // Mid-unpack (pull --unpack): the blobs fit, the snapshots do not. The image is whole
+    // and named; no snapshot is named unless whole.
+    let small = Tmpfs::mount(&fs_dir, blob_bytes + 256 * 1024 + snapshot_bytes / 3);
+    let mut drill = Drill::with_root(
+        "enospc",
+        TestRoot {
+            path: store.clone(),
+        },
+    );
+    assert_no_space(&mut drill, &["pull", "-q", "--unpack", &image]);
+    let ingest = read_names(&store.join("ingest"));
+    assert!(
+        ingest.is_empty(),
+        "temp files left on a full disk: {ingest:?}"
+    );
+    let tmp = read_names(&store.join("snapshots/tmp"));
+    assert!(tmp.is_empty(), "unfinished snapshots left: {tmp:?}");
+    for snap in read_names(&store.join("snapshots/sha256")) {
+        let dir = store.join("snapshots/sha256").join(&snap);
+        assert!(
+            dir.join("meta.json").is_file(),
+            "snapshot {snap} is named but incomplete"
+        );
+    }
+    drill.assert_fsck_clean("after pull --unpack on a full disk");
+
+    // img unpack to a rootfs on the full disk: no target, no temp tree.
+    let target = fs_dir.join("rootfs");
+    let _ = rootfs_bytes;
+    assert_no_space(&mut drill, &["unpack", &image, target.to_str().unwrap()]);
+    assert!(!target.exists(), "a partial rootfs is named");
+    let temps: Vec<String> = read_names(&fs_dir)
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(temps.is_empty(), "temp trees left: {temps:?}");
+    drop(drill);
+    drop(small);
+    drop(base);
 }
