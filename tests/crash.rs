@@ -1209,3 +1209,163 @@ fn a_full_disk_mid_pull_and_mid_unpack_names_nothing_half_written() {
     drop(small);
     drop(base);
 }
+
+// ---------------------------------------------------------------------------------------
+// gc soak
+
+/// Run img on `root` from any thread, within the deadline; outputs go to files beside it.
+fn img_on(root: &Path, args: &[&str]) -> Run {
+    let base = PathBuf::from(format!("{}.soak-{}", root.display(), support::unique()));
+    let (out, err) = (
+        PathBuf::from(format!("{}.out", base.display())),
+        PathBuf::from(format!("{}.err", base.display())),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_img"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("IMG_ROOT")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("cannot run img");
+    let cmdline = format!("img {}", args.join(" "));
+    let status = wait_within(&mut child, &cmdline);
+    let run = Run {
+        cmdline,
+        code: status.code().unwrap_or(-1),
+        stdout: fs::read_to_string(&out).unwrap_or_default(),
+        stderr: fs::read_to_string(&err).unwrap_or_default(),
+    };
+    let _ = fs::remove_file(&out);
+    let _ = fs::remove_file(&err);
+    assert!(!run.stderr.contains("panicked"), "img panicked: {run}");
+    assert_eq!(run.code, 0, "during the gc soak: {run}");
+    run
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups): run as root, as tools/test does"
+)]
+fn gc_beside_pulls_runs_and_rmi_loses_nothing_needed() {
+    let tb = testbed();
+    let busybox = tb.plain_ref("busybox:latest");
+    let busybox2 = tb.plain_ref("busybox:v2s2");
+    let redis = tb.plain_ref("redis:7");
+    let zstd = tb.plain_ref("redis:7-zstd");
+    let rounds: usize = std::env::var("IMG_CRASH_SOAK_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let started = Instant::now();
+    let drill = Drill::new("soak");
+    let root = drill.root.path.clone();
+    drill.ok(&["pull", "-q", "--unpack", &busybox]);
+    // A running container whose image is removed at once: only its record keeps its
+    // snapshots (the same chain IDs as redis:7's, which the loop pulls and removes).
+    drill.ok(&["pull", "-q", "--unpack", &zstd]);
+    let whole = snapshot_sizes(&root);
+    let keep = drill
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "keep",
+            "--entrypoint",
+            "sleep",
+            &zstd,
+            "3600",
+        ])
+        .trim()
+        .to_string();
+    drill.ok(&["rmi", &zstd]);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let gcs = std::sync::atomic::AtomicUsize::new(0);
+    let workers = 4;
+    // Counted on drop, so a worker that panics also ends the gc loop (and the test fails).
+    struct Finish<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let finish = || Finish(&done);
+    let finish = &finish;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _done = finish();
+            for _ in 0..rounds {
+                img_on(&root, &["pull", "-q", "--unpack", &redis]);
+                img_on(&root, &["run", "--rm", "--entrypoint", "true", &redis]);
+                img_on(&root, &["rmi", &redis]);
+            }
+        });
+        s.spawn(|| {
+            let _done = finish();
+            for _ in 0..rounds * 2 {
+                img_on(&root, &["run", "--rm", &busybox, "true"]);
+            }
+        });
+        s.spawn(|| {
+            let _done = finish();
+            for _ in 0..rounds {
+                let id = img_on(&root, &["run", "-d", &busybox, "sleep", "600"]);
+                img_on(&root, &["rm", "-f", id.stdout.trim()]);
+            }
+        });
+        s.spawn(|| {
+            let _done = finish();
+            for _ in 0..rounds {
+                img_on(&root, &["pull", "-q", &busybox2]);
+                img_on(&root, &["run", "--rm", &busybox2, "true"]);
+                img_on(&root, &["rmi", &busybox2]);
+            }
+        });
+        s.spawn(|| {
+            while done.load(std::sync::atomic::Ordering::SeqCst) < workers {
+                img_on(&root, &["gc"]);
+                gcs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    });
+    eprintln!(
+        "[soak] {rounds} round(s), {} gc run(s) beside them",
+        gcs.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    let mut drill = drill;
+    // Every image left is whole and runs.
+    drill.assert_fsck_clean("after the soak");
+    for name in drill.root.ref_names() {
+        img_on(&root, &["run", "--rm", &name, "true"]);
+    }
+    // The running container kept its snapshots, whole, and its root still reads through
+    // them.
+    let state: Value = serde_json::from_slice(
+        &fs::read(root.join("containers").join(&keep).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["status"], "running", "{state}");
+    let pid = state["pid"].as_u64().unwrap();
+    for lower in state["lowers"].as_array().unwrap() {
+        let fs_dir = Path::new(lower.as_str().unwrap());
+        let snap = fs_dir.parent().unwrap();
+        assert!(
+            snap.join("meta.json").is_file() && fs_dir.is_dir(),
+            "gc removed snapshot {} of a running container",
+            snap.display()
+        );
+    }
+    assert_snapshots_whole(&root, &whole);
+    let server = PathBuf::from(format!("/proc/{pid}/root/usr/bin/redis-server"));
+    assert!(
+        server.exists(),
+        "{} is gone from the running container",
+        server.display()
+    );
+    drill.remove_containers();
+    drill.recover(&["images", "-q"], false);
+    eprintln!("[soak] took {:?}", started.elapsed());
+}
