@@ -146,7 +146,7 @@ pub fn run_supervise(dir: &Path) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("finding our own binary")?;
     let result = img_run::supervise(dir, img_run::Io::Log(dir.join("log")), exe, |_| {});
     if ContainerState::load(dir).is_ok_and(|s| s.auto_remove) {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = ContainerState::remove_dir(dir);
     }
     result?;
     Ok(ExitCode::SUCCESS)
@@ -491,7 +491,7 @@ pub fn run_rm(global: &Global, args: RmArgs) -> Result<ExitCode> {
             settled(what, &dir, "removed")?;
         }
         let _ = img_run::cgroup::Cgroup::existing(&state.id).remove();
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        ContainerState::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))?;
         Ok(())
     }))
 }

@@ -309,9 +309,14 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     {
         bail!("the container name {name:?} is already in use");
     }
+    // Held until state.json names the snapshots (gc keeps every container's): a gc between
+    // their preparation and the record would take them if the image were removed meanwhile.
+    let gc_guard = store.pull_guard()?;
     let lowers = img_unpack::prepare_snapshots(&store, &image)
         .with_context(|| format!("preparing the snapshots of {}", image.name))?;
-    let dir = ContainerState::dir(store.root(), &id);
+    // Locked until state.json is written: a run killed before leaves a directory the next
+    // reap removes.
+    let (dir, creating) = ContainerState::create_dir(store.root(), &id)?;
     // Foreground --rm removes the directory here; a detached one's supervisor does.
     let guard = ContainerDir::create(&dir, args.rm && !args.detach)?;
     let etc = write_etc_files(&dir, &options.hostname, options.network)?;
@@ -342,6 +347,8 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         lowers,
     };
     state.save(&dir)?;
+    drop(creating);
+    drop(gc_guard);
 
     if args.detach {
         std::mem::forget(guard);
@@ -384,7 +391,7 @@ impl ContainerDir {
 impl Drop for ContainerDir {
     fn drop(&mut self) {
         if self.remove {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = ContainerState::remove_dir(&self.dir);
         }
     }
 }

@@ -100,10 +100,91 @@ pub struct ContainerState {
     pub lowers: Vec<PathBuf>,
 }
 
+/// A container directory being made: it exists under its id, locked (an exclusive `flock` on
+/// the directory) until its `state.json` is written and this is dropped. A directory without
+/// `state.json` that nobody holds is what a killed `run` left: [`ContainerState::sweep`]
+/// removes it.
+#[derive(Debug)]
+pub struct Creating {
+    _lock: std::fs::File,
+}
+
 impl ContainerState {
     /// The container directory of `id` under `root`.
     pub fn dir(root: &Path, id: &str) -> PathBuf {
         root.join("containers").join(id)
+    }
+
+    /// Make the (empty) directory of container `id`, locked until the returned value is
+    /// dropped: write `state.json` before dropping it. The directory is made under a temp
+    /// name and locked before it takes its id, so a concurrent sweep never sees it unlocked.
+    pub fn create_dir(root: &Path, id: &str) -> Result<(PathBuf, Creating)> {
+        let containers = root.join("containers");
+        std::fs::create_dir_all(&containers).map_err(sys(containers.display()))?;
+        let temp = containers.join(format!(".{id}.new"));
+        std::fs::create_dir(&temp).map_err(sys(temp.display()))?;
+        let lock = std::fs::File::open(&temp).map_err(sys(temp.display()))?;
+        lock.lock().map_err(sys(temp.display()))?;
+        let dir = Self::dir(root, id);
+        if let Err(e) = std::fs::rename(&temp, &dir) {
+            let _ = std::fs::remove_dir(&temp);
+            return Err(sys(dir.display())(e));
+        }
+        Ok((dir, Creating { _lock: lock }))
+    }
+
+    /// Remove a container's directory: first out of its name (one rename to
+    /// `containers/.ID.rm-N`), then its files, so a removal killed half way leaves no record
+    /// without its `state.json`; [`ContainerState::sweep`] finishes it.
+    pub fn remove_dir(dir: &Path) -> Result<()> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        let doomed = parent.join(format!(".{name}.rm-{}", std::process::id()));
+        match std::fs::rename(dir, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(sys(dir.display())(e)),
+        }
+        match std::fs::remove_dir_all(&doomed) {
+            // A sweep removing it at the same time is no failure.
+            Err(_) if !doomed.exists() => Ok(()),
+            other => other.map_err(sys(doomed.display())),
+        }
+    }
+
+    /// Remove what killed commands left under `root/containers/`: removals begun
+    /// (`.ID.rm-N`), directories made but never named (`.ID.new`), and directories without
+    /// `state.json` whose maker is gone (nobody holds their lock). Returns how many.
+    pub fn sweep(root: &Path) -> usize {
+        let containers = root.join("containers");
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&containers)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let doomed = if name.starts_with('.') && name.contains(".rm-") {
+                true
+            } else if name.starts_with('.') && name.ends_with(".new")
+                || !path.join("state.json").exists()
+            {
+                // Unheld: its maker died before writing state.json.
+                std::fs::File::open(&path).is_ok_and(|f| f.try_lock().is_ok())
+                    && !path.join("state.json").exists()
+            } else {
+                false
+            };
+            if doomed && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir_all(&path);
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Read `dir/state.json`.
@@ -140,6 +221,7 @@ impl ContainerState {
             .into_iter()
             .flatten()
             .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| ContainerState::load(&e.path()).ok().map(|s| (e.path(), s)))
             .collect();
         out.sort_by(|a, b| b.1.created.cmp(&a.1.created));

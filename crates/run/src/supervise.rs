@@ -147,8 +147,9 @@ pub fn supervise(
 }
 
 /// Record containers whose process died with their supervisor (img killed, machine crash) as
-/// exited, remove their cgroups and, for `--rm` ones, their directories; remove cgroups left
-/// by containers that no longer exist. Returns how many it fixed. A recorded pid that another
+/// exited, remove their cgroups and, for `--rm` ones, their directories; remove directories a
+/// killed `run` or `rm` left half made or half removed ([`ContainerState::sweep`]) and cgroups
+/// left by containers that no longer exist. Returns how many it fixed. A recorded pid that another
 /// process has now counts as dead ([`Recorded::identity`]).
 pub fn reap(root: &Path) -> usize {
     let mut fixed = 0;
@@ -159,7 +160,7 @@ pub fn reap(root: &Path) -> usize {
                 fixed += 1;
                 let _ = crate::cgroup::Cgroup::existing(&s.id).remove();
                 if s.auto_remove {
-                    let _ = std::fs::remove_dir_all(&dir);
+                    let _ = ContainerState::remove_dir(&dir);
                 } else {
                     s.status = "exited".into();
                     s.finished = Some(now());
@@ -170,6 +171,7 @@ pub fn reap(root: &Path) -> usize {
             s.id
         })
         .collect();
+    fixed += ContainerState::sweep(root);
     fixed += crate::cgroup::Cgroup::remove_orphans(&known);
     fixed
 }

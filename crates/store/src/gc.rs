@@ -132,14 +132,26 @@ impl Store {
             fs::remove_file(entry.path()).at(entry.path())?;
             report.temp_files += 1;
         }
+        report.temp_files += self.sweep_index_temps()?;
         let needed = self.needed_snapshots()?;
+        let tmp = self.root.join("snapshots/tmp");
         for (chain_id, path) in self.snapshots()? {
             if !needed.contains(&chain_id) {
-                fs::remove_dir_all(&path).at(&path)?;
+                // Out of its name first (one rename), then removed: a gc killed half way
+                // through leaves an unfinished snapshot in tmp/, never a partial one that
+                // passes for whole under its chain ID.
+                fs::create_dir_all(&tmp).at(&tmp)?;
+                let doomed = tmp.join(format!(
+                    "{}-gc-{}-{}",
+                    digest::short(&chain_id),
+                    std::process::id(),
+                    crate::ingest::unique()
+                ));
+                fs::rename(&path, &doomed).at(&path)?;
+                fs::remove_dir_all(&doomed).at(&doomed)?;
                 report.snapshots += 1;
             }
         }
-        let tmp = self.root.join("snapshots/tmp");
         if let Ok(entries) = fs::read_dir(&tmp) {
             for entry in entries.flatten() {
                 fs::remove_dir_all(entry.path()).at(entry.path())?;
@@ -147,6 +159,23 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Remove the temp files of `index.json` and `oci-layout` that a writer killed before its
+    /// rename left in the root. Every writer holds the index lock, so under it any is stale.
+    fn sweep_index_temps(&self) -> Result<usize> {
+        let _lock = self.lock_index()?;
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.root).at(&self.root)? {
+            let entry = entry.at(&self.root)?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".index.json.") || name.starts_with(".oci-layout.") {
+                fs::remove_file(entry.path()).at(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Re-hash every blob and check that every reference reaches only present blobs of the

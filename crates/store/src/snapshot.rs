@@ -159,7 +159,9 @@ impl Store {
         Ok(out)
     }
 
-    /// The chain IDs every named image and every mount needs.
+    /// The chain IDs every named image, every mount and every container needs (a container's
+    /// `state.json` lists its snapshots' `fs/` directories as `lowers`, whatever became of
+    /// its image).
     pub(crate) fn needed_snapshots(&self) -> Result<std::collections::HashSet<Digest>> {
         let mut needed = std::collections::HashSet::new();
         for (_, image) in self.images()? {
@@ -180,6 +182,25 @@ impl Store {
                         needed.insert(d);
                     }
                 }
+            }
+        }
+        let containers = self.root.join("containers");
+        for entry in fs::read_dir(&containers).into_iter().flatten().flatten() {
+            let Ok(bytes) = fs::read(entry.path().join("state.json")) else {
+                continue;
+            };
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            for lower in value["lowers"].as_array().into_iter().flatten() {
+                let chain = lower
+                    .as_str()
+                    .map(Path::new)
+                    .and_then(Path::parent)
+                    .and_then(Path::file_name)
+                    .and_then(|n| n.to_str())
+                    .and_then(|hex| digest::parse(&format!("sha256:{hex}")).ok());
+                needed.extend(chain);
             }
         }
         Ok(needed)

@@ -204,9 +204,12 @@ pub fn unpack_image(store: &Store, image: &Image, target: &Path) -> Result<Stats
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "rootfs".into());
-    // An existing empty directory (`.`, a symlink to one) is filled in place and emptied
-    // again on failure; a new one is built beside it and renamed into place.
-    let in_place = target.is_dir();
+    // A new directory, or an empty one that a rename can replace, is built beside it and
+    // renamed into place (a killed unpack never leaves a partial tree under the target's
+    // name). Only an empty directory that cannot be renamed over (`.`, a symlink to one, a
+    // mount point) is filled in place, and emptied again on failure.
+    let in_place = target.is_dir() && !replaceable(target, &parent);
+    remove_dead_temps(&parent, &name);
     let temp = if in_place {
         TempDir::contents_of(target.to_path_buf())
     } else {
@@ -234,6 +237,43 @@ pub fn unpack_image(store: &Store, image: &Image, target: &Path) -> Result<Stats
     }
     temp.keep();
     Ok(total)
+}
+
+/// Whether `target`, an existing directory, can be replaced by a rename: not a symlink, not
+/// `.` or `..`, not a mount point.
+fn replaceable(target: &Path, parent: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let text = target.to_string_lossy();
+    let dotted =
+        [".", ".."].contains(&text.as_ref()) || text.ends_with("/.") || text.ends_with("/..");
+    let named = matches!(
+        target.components().next_back(),
+        Some(std::path::Component::Normal(_))
+    );
+    match (std::fs::symlink_metadata(target), std::fs::metadata(parent)) {
+        (Ok(t), Ok(p)) => !dotted && named && t.is_dir() && t.dev() == p.dev(),
+        _ => false,
+    }
+}
+
+/// Remove the temp trees (`.NAME.img-PID`) that unpacks into `parent/NAME` killed before
+/// their rename left: those whose process is gone.
+fn remove_dead_temps(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.img-");
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn spawn(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<LayerStream> {
