@@ -103,13 +103,14 @@ fn search_conf(root: &TestRoot, plain: &str) -> PathBuf {
 }
 
 /// Requests that treat `hex` as a repository or tag name (never a blob digest, which other
-/// tests pulling the same image legitimately ask for).
+/// tests pulling the same image legitimately ask for). A tag ends at the space before
+/// `HTTP/1.1`: a one-digit prefix such as `7` must not count other tests' `redis:7`.
 fn name_requests(log: &std::path::Path, hex: &str) -> usize {
     [
         format!("/v2/{hex}/"),
         format!("/library/{hex}/"),
-        format!("/manifests/{hex}"),
-        format!("/v2/sha256/manifests/{hex}"),
+        format!("/manifests/{hex} "),
+        format!("/v2/sha256/manifests/{hex} "),
     ]
     .iter()
     .map(|needle| count_log_lines(log, needle))

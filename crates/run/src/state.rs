@@ -100,6 +100,11 @@ pub struct ContainerState {
     pub lowers: Vec<PathBuf>,
 }
 
+/// The pid in a temp directory's name `ID.new-PID` (leading dot stripped), if it is one.
+fn maker_of_temp(name: &str) -> Option<u32> {
+    name.rsplit_once(".new-")?.1.parse().ok()
+}
+
 /// A container directory being made: it exists under its id, locked (an exclusive `flock` on
 /// the directory) until its `state.json` is written and this is dropped. A directory without
 /// `state.json` that nobody holds is what a killed `run` left: [`ContainerState::sweep`]
@@ -117,11 +122,13 @@ impl ContainerState {
 
     /// Make the (empty) directory of container `id`, locked until the returned value is
     /// dropped: write `state.json` before dropping it. The directory is made under a temp
-    /// name and locked before it takes its id, so a concurrent sweep never sees it unlocked.
+    /// name carrying our pid (`.ID.new-PID`) and locked before it takes its id, so a
+    /// concurrent sweep never sees it named and unlocked, and leaves the temp name alone while
+    /// its maker lives (between its `mkdir` and its lock).
     pub fn create_dir(root: &Path, id: &str) -> Result<(PathBuf, Creating)> {
         let containers = root.join("containers");
         std::fs::create_dir_all(&containers).map_err(sys(containers.display()))?;
-        let temp = containers.join(format!(".{id}.new"));
+        let temp = containers.join(format!(".{id}.new-{}", std::process::id()));
         std::fs::create_dir(&temp).map_err(sys(temp.display()))?;
         let lock = std::fs::File::open(&temp).map_err(sys(temp.display()))?;
         lock.lock().map_err(sys(temp.display()))?;
@@ -156,7 +163,8 @@ impl ContainerState {
     }
 
     /// Remove what killed commands left under `root/containers/`: removals begun
-    /// (`.ID.rm-N`), directories made but never named (`.ID.new`), and directories without
+    /// (`.ID.rm-N`), directories made but never named (`.ID.new-PID` whose maker is gone), and
+    /// directories without
     /// `state.json` whose maker is gone (nobody holds their lock). Returns how many.
     pub fn sweep(root: &Path) -> usize {
         let containers = root.join("containers");
@@ -170,9 +178,11 @@ impl ContainerState {
             let path = entry.path();
             let doomed = if name.starts_with('.') && name.contains(".rm-") {
                 true
-            } else if name.starts_with('.') && name.ends_with(".new")
-                || !path.join("state.json").exists()
-            {
+            } else if let Some(pid) = name.strip_prefix('.').and_then(maker_of_temp) {
+                // Its maker may be between `mkdir` and `flock`: only a dead maker's is doomed.
+                !Path::new("/proc").join(pid.to_string()).exists()
+                    && std::fs::File::open(&path).is_ok_and(|f| f.try_lock().is_ok())
+            } else if !path.join("state.json").exists() {
                 // Unheld: its maker died before writing state.json.
                 std::fs::File::open(&path).is_ok_and(|f| f.try_lock().is_ok())
                     && !path.join("state.json").exists()
@@ -376,5 +386,32 @@ mod tests {
         for bad in ["80", "a:b", "1:2:3:4", "70000:1", "host:1:2"] {
             assert!(Port::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn sweep_leaves_a_living_makers_temp_dir_and_removes_a_dead_ones() {
+        let root = std::env::temp_dir().join(format!("img-sweep-test-{}", std::process::id()));
+        let containers = root.join("containers");
+        std::fs::create_dir_all(&containers).unwrap();
+        // a maker between mkdir and flock: alive (us), its directory not locked yet
+        let living = containers.join(format!(".aa.new-{}", std::process::id()));
+        std::fs::create_dir(&living).unwrap();
+        // a maker that died there
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let dead = containers.join(format!(".bb.new-{dead_pid}"));
+        std::fs::create_dir(&dead).unwrap();
+        // a named directory whose maker died before writing state.json
+        let orphan = containers.join("cc");
+        std::fs::create_dir(&orphan).unwrap();
+
+        let removed = ContainerState::sweep(&root);
+        let (living_left, dead_left, orphan_left) =
+            (living.exists(), dead.exists(), orphan.exists());
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(living_left, "a living maker's temp directory was swept");
+        assert!(!dead_left && !orphan_left);
+        assert_eq!(removed, 2);
     }
 }
