@@ -254,6 +254,12 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         bail!("the input device is not a TTY (-t needs a terminal on stdin)");
     }
     let security = SecurityOpts::parse(&args.security_opt)?;
+    if args.bundle.is_none() && !img_run::userns::is_root() {
+        bail!(
+            "running a container needs root: img has no rootless runtime yet (pull, images, \
+             inspect, layers, unpack, rmi, gc, fsck and run --bundle work as any user)"
+        );
+    }
     let (store, image) = args.source.image(global, &args.image)?;
     let id = new_id();
     let short = id[..12].to_string();
@@ -433,10 +439,16 @@ fn write_bundle(
     let bundle = &std::fs::canonicalize(bundle)
         .with_context(|| format!("resolving {}", bundle.display()))?;
     let rootfs = bundle.join("rootfs");
-    img_unpack::unpack_image(store, image, &rootfs)
-        .with_context(|| format!("unpacking {} into {}", image.name, rootfs.display()))?;
     let etc = write_etc_files(bundle, &options.hostname, options.network)?;
     let mut spec = serde_json::to_value(img_run::build_spec(&image.config, options, &etc)?)?;
+    if !img_run::userns::is_root() {
+        // For an unprivileged runc: a user namespace mapping us (and our subordinate ids).
+        // Refused limits are refused before anything is unpacked.
+        let (uids, gids) = img_run::userns::caller_mappings(Path::new("/"));
+        img_run::userns::make_rootless(&mut spec, &uids, &gids)?;
+    }
+    img_unpack::unpack_image(store, image, &rootfs)
+        .with_context(|| format!("unpacking {} into {}", image.name, rootfs.display()))?;
     // runc knows nothing of our user annotation: resolve it against the bundle's rootfs.
     let user_spec = spec["annotations"][img_run::spec::USER_ANNOTATION]
         .as_str()

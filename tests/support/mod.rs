@@ -77,6 +77,8 @@ pub struct Testbed {
     pub tls_log: PathBuf,
     /// The OCI layouts the fixtures were built in.
     pub oci: PathBuf,
+    /// An ordinary account with subordinate ids, for the rootless tests.
+    pub rootless_user: String,
 }
 
 impl Testbed {
@@ -182,6 +184,7 @@ pub fn testbed() -> &'static Testbed {
             plain_log: PathBuf::from(var("IMG_TB_PLAIN_LOG")),
             tls_log: PathBuf::from(var("IMG_TB_TLS_LOG")),
             oci: PathBuf::from(var("IMG_TB_OCI")),
+            rootless_user: var("IMG_TB_ROOTLESS_USER"),
         }
     })
 }
@@ -213,7 +216,8 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(cmdline: String, out: Output) -> Run {
+    /// What a finished command left, under the name `cmdline`.
+    pub fn from_output(cmdline: String, out: Output) -> Run {
         Run {
             cmdline,
             code: out.status.code().unwrap_or(-1),

@@ -23,6 +23,7 @@ pub mod supervise;
 mod syscall;
 pub mod tty;
 pub mod user;
+pub mod userns;
 
 pub use error::{Error, Result};
 pub use init::Rootfs;

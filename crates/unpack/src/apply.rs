@@ -616,6 +616,9 @@ impl Applier {
         }
         // After chown, which clears set-user-ID and set-group-ID bits.
         rustix::fs::fchmod(fd, meta.mode).map_err(|e| io_at(label)(e.into()))?;
+        if !self.privileged && (meta.uid.as_raw() != 0 || meta.gid.as_raw() != 0) {
+            self.record_owner(fd, meta, label)?;
+        }
         for (name, value) in &meta.xattrs {
             match rustix::fs::fsetxattr(fd, name.as_os_str(), value, XattrFlags::empty()) {
                 Ok(()) => {}
@@ -626,6 +629,33 @@ impl Applier {
             }
         }
         Ok(())
+    }
+
+    /// Without root the files are the user's (the image's root, once a user namespace maps
+    /// it): another owner the image gives a file or directory is kept where containers/storage
+    /// and fuse-overlayfs look for it, `user.containers.override_stat` = `UID:GID:0MODE:TYPE`.
+    /// A filesystem without user xattrs loses it (counted as skipped), as the tar's own do.
+    fn record_owner(&mut self, fd: &impl AsFd, meta: &Meta, label: &str) -> Result<()> {
+        let st = rustix::fs::fstat(fd).map_err(|e| io_at(label)(e.into()))?;
+        let kind = if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            "dir"
+        } else {
+            "file"
+        };
+        let value = format!(
+            "{}:{}:0{:o}:{kind}",
+            meta.uid.as_raw(),
+            meta.gid.as_raw(),
+            meta.mode.bits()
+        );
+        match rustix::fs::fsetxattr(fd, OVERRIDE_STAT, value.as_bytes(), XattrFlags::empty()) {
+            Ok(()) => Ok(()),
+            Err(Errno::NOTSUP) | Err(Errno::PERM) => {
+                self.stats.skipped += 1;
+                Ok(())
+            }
+            Err(e) => Err(io_at(format!("{label} (xattr {OVERRIDE_STAT})"))(e.into())),
+        }
     }
 
     /// Metadata of a symlink or device node, by name in `dir`.
@@ -710,6 +740,9 @@ fn xattr_names(path: &Path) -> Vec<OsString> {
         .map(|k| OsStr::from_bytes(k).to_owned())
         .collect()
 }
+
+/// Where an unprivileged unpack keeps the owner a file should have (containers/storage's name).
+pub const OVERRIDE_STAT: &str = "user.containers.override_stat";
 
 /// An entry's metadata, read from its header and PAX records.
 struct Meta {

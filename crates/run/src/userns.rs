@@ -1,0 +1,232 @@
+//! User namespaces: the subordinate id ranges an account may map (`/etc/subuid` and
+//! `/etc/subgid`, read as shadow's `newuidmap` reads them), the mappings a rootless container
+//! gets from them, and the changes that make a runtime spec runnable by an unprivileged runc
+//! (what `runc spec --rootless` does to its own spec).
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{Error, Result};
+
+/// One line of a user namespace's `uid_map` or `gid_map`: `size` ids from `host` appear as
+/// ids from `container` inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IdMap {
+    /// The first id inside the namespace.
+    #[serde(rename = "containerID")]
+    pub container: u32,
+    /// The first id outside.
+    #[serde(rename = "hostID")]
+    pub host: u32,
+    /// How many.
+    pub size: u32,
+}
+
+/// The subordinate ranges (`start`, `count`) that `/etc/subuid`-format `text` gives the account
+/// called `name` or numbered `id` (both spellings are allowed there), in file order; lines that
+/// do not parse are skipped, as `newuidmap` skips them.
+///
+/// ```
+/// use img_run::userns::subordinate_ranges;
+/// let text = "alice:100000:65536\n1001:300000:10\nbob:x:1\n";
+/// assert_eq!(subordinate_ranges(text, "alice", 1000), vec![(100000, 65536)]);
+/// assert_eq!(subordinate_ranges(text, "carol", 1001), vec![(300000, 10)]);
+/// assert!(subordinate_ranges(text, "bob", 7).is_empty());
+/// ```
+pub fn subordinate_ranges(text: &str, name: &str, id: u32) -> Vec<(u32, u32)> {
+    let id = id.to_string();
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.trim().splitn(3, ':');
+            let (who, start, count) = (fields.next()?, fields.next()?, fields.next()?);
+            if who != name && who != id {
+                return None;
+            }
+            let count: u32 = count.parse().ok()?;
+            Some((start.parse().ok()?, count)).filter(|_| count > 0)
+        })
+        .collect()
+}
+
+/// Whether we run as root (the runtime needs it; without it, only bundles are written).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The name of account `uid` in `/etc/passwd`-format `text`.
+pub fn account_name(text: &str, uid: u32) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
+}
+
+/// A rootless container's mappings: the caller's own `id` as 0 (the image's root is the user,
+/// as in podman and rootless runc), then the first subordinate range from 1, when there is one.
+///
+/// ```
+/// use img_run::userns::{IdMap, rootless_mappings};
+/// let maps = rootless_mappings(1000, &[(100000, 65536)]);
+/// assert_eq!(maps, vec![
+///     IdMap { container: 0, host: 1000, size: 1 },
+///     IdMap { container: 1, host: 100000, size: 65536 },
+/// ]);
+/// ```
+pub fn rootless_mappings(id: u32, subordinate: &[(u32, u32)]) -> Vec<IdMap> {
+    let mut maps = vec![IdMap {
+        container: 0,
+        host: id,
+        size: 1,
+    }];
+    if let Some(&(start, count)) = subordinate.first() {
+        maps.push(IdMap {
+            container: 1,
+            host: start,
+            size: count,
+        });
+    }
+    maps
+}
+
+/// The mappings of the calling (unprivileged) user: its euid/egid as 0 and its subordinate
+/// ranges from `/etc/subuid` and `/etc/subgid` (named in `/etc/passwd`), read under `root`.
+pub fn caller_mappings(root: &Path) -> (Vec<IdMap>, Vec<IdMap>) {
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    let name = account_name(&read("etc/passwd"), uid).unwrap_or_default();
+    (
+        rootless_mappings(uid, &subordinate_ranges(&read("etc/subuid"), &name, uid)),
+        rootless_mappings(gid, &subordinate_ranges(&read("etc/subgid"), &name, uid)),
+    )
+}
+
+/// Make a bundle's runtime spec (as JSON) one an unprivileged runc runs, as `runc spec
+/// --rootless` does: a user namespace with `uids`/`gids`, no `uid=`/`gid=` mount options, a
+/// read-only bind of the host's `/sys` where the container shares the host's network (sysfs
+/// cannot be mounted there), and no cgroup settings. Limits the caller asked for are refused,
+/// not dropped: an unprivileged user has no cgroup of its own to put them in.
+pub fn make_rootless(spec: &mut Value, uids: &[IdMap], gids: &[IdMap]) -> Result<()> {
+    let resources = &spec["linux"]["resources"];
+    let asked: Vec<&str> = [
+        ("memory", "--memory"),
+        ("pids", "--pids-limit"),
+        ("cpu", "--cpus"),
+    ]
+    .into_iter()
+    .filter(|(k, _)| !resources[*k].is_null())
+    .map(|(_, flag)| flag)
+    .collect();
+    if !asked.is_empty() {
+        let verb = if asked.len() == 1 { "needs" } else { "need" };
+        return Err(Error::Config(format!(
+            "{} {verb} root: without it there is no cgroup to hold the limits",
+            asked.join(", ")
+        )));
+    }
+    if let Some(linux) = spec["linux"].as_object_mut() {
+        linux.remove("resources");
+    }
+    let namespaces = spec["linux"]["namespaces"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let host_network = !namespaces.iter().any(|n| n["type"] == "network");
+    let mut namespaces: Vec<Value> = namespaces
+        .into_iter()
+        .filter(|n| n["type"] != "user")
+        .collect();
+    namespaces.push(json!({"type": "user"}));
+    spec["linux"]["namespaces"] = json!(namespaces);
+    spec["linux"]["uidMappings"] = json!(uids);
+    spec["linux"]["gidMappings"] = json!(gids);
+    let mounts: Vec<Value> = spec["mounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut m| {
+            if host_network && m["destination"] == "/sys" {
+                return json!({
+                    "destination": "/sys", "type": "none", "source": "/sys",
+                    "options": ["rbind", "nosuid", "noexec", "nodev", "ro"],
+                });
+            }
+            if let Some(options) = m["options"].as_array_mut() {
+                options.retain(|o| {
+                    !o.as_str()
+                        .is_some_and(|o| o.starts_with("uid=") || o.starts_with("gid="))
+                });
+            }
+            m
+        })
+        .collect();
+    spec["mounts"] = json!(mounts);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rootless_spec_has_a_user_namespace_and_no_cgroup() {
+        let mut spec = json!({
+            "mounts": [
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                 "options": ["nosuid", "newinstance", "gid=5", "mode=0620"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]},
+            ],
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "mount"}],
+                "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            },
+        });
+        let uids = rootless_mappings(1000, &[(100000, 65536)]);
+        make_rootless(&mut spec, &uids, &uids).unwrap();
+        assert!(spec["linux"].get("resources").is_none());
+        assert_eq!(spec["linux"]["namespaces"][2], json!({"type": "user"}));
+        assert_eq!(
+            spec["linux"]["uidMappings"][1],
+            json!({"containerID": 1, "hostID": 100000, "size": 65536})
+        );
+        assert_eq!(
+            spec["mounts"][0]["options"],
+            json!(["nosuid", "newinstance", "mode=0620"])
+        );
+        // the host's network: sysfs cannot be mounted, the host's is bound read-only
+        assert_eq!(spec["mounts"][1]["type"], "none");
+        assert!(
+            spec["mounts"][1]["options"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("ro"))
+        );
+    }
+
+    #[test]
+    fn limits_without_root_are_refused_not_dropped() {
+        let mut spec =
+            json!({"linux": {"resources": {"memory": {"limit": 1}, "pids": {"limit": 5}}}});
+        let err = make_rootless(&mut spec, &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("--memory, --pids-limit need root"), "{err}");
+    }
+
+    #[test]
+    fn account_names_and_ranges() {
+        let passwd = "root:x:0:0::/root:/bin/sh\nimg-rootless:x:1002:1002::/home/r:/bin/sh\n";
+        assert_eq!(account_name(passwd, 1002).as_deref(), Some("img-rootless"));
+        assert_eq!(account_name(passwd, 5), None);
+        assert_eq!(
+            subordinate_ranges(
+                "img-rootless:265536:0\nimg-rootless:1:2\n",
+                "img-rootless",
+                9
+            ),
+            vec![(1, 2)]
+        );
+    }
+}
