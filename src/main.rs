@@ -73,6 +73,14 @@ enum Command {
     Kill(commands::container::KillArgs),
     /// Remove containers
     Rm(commands::container::RmArgs),
+    /// List a container's published ports
+    Port(commands::container::PortArgs),
+    /// Wait for containers to stop; print their exit codes
+    Wait(commands::container::Names),
+    /// Rename a container
+    Rename(commands::container::RenameArgs),
+    /// Show img's version and what this machine's kernel gives the runtime
+    Version,
     /// Manage containers (docker-style)
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -132,6 +140,12 @@ enum ContainerCommand {
     Kill(commands::container::KillArgs),
     /// Print a container's output
     Logs(commands::container::LogsArgs),
+    /// List a container's published ports
+    Port(commands::container::PortArgs),
+    /// Wait for containers to stop
+    Wait(commands::container::Names),
+    /// Rename a container
+    Rename(commands::container::RenameArgs),
     /// Make a new image from a container's changes
     Commit(commands::commit::CommitArgs),
 }
@@ -217,6 +231,16 @@ fn main() -> ExitCode {
             commands::container::run_kill(g, a)
         }
         Command::Container(ContainerCommand::Inspect(a)) => commands::container::run_inspect(g, a),
+        Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
+            commands::container::run_port(g, a)
+        }
+        Command::Wait(a) | Command::Container(ContainerCommand::Wait(a)) => {
+            commands::container::run_wait(g, a)
+        }
+        Command::Rename(a) | Command::Container(ContainerCommand::Rename(a)) => {
+            commands::container::run_rename(g, a)
+        }
+        Command::Version => commands::version::run(g),
         Command::Supervise { dir } => commands::container::run_supervise(&dir),
         Command::Init { config } => img_run::init::main(&config),
         Command::Gc => commands::gc::run(g),

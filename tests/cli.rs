@@ -167,3 +167,43 @@ fn a_root_that_is_a_file_fails_with_one_clear_line() {
     assert_eq!(line.matches(cause).count(), 1, "{line}");
     std::fs::remove_file(&root.path).unwrap();
 }
+
+#[test]
+fn version_names_the_build_and_the_machine() {
+    let root = TestRoot::new("version");
+    let out = root.ok(&["version"]);
+    let field = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+    };
+    assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        field("OS/Arch"),
+        format!("linux/{}", std::env::consts::ARCH)
+    );
+    let uname = support::try_tool("uname", &["-r"]);
+    assert_eq!(field("Kernel"), uname.assert_ok().stdout.trim());
+    let rustc = support::try_tool("rustc", &["-V"]);
+    assert!(field("Rust version").starts_with("rustc "), "{out}");
+    assert!(!rustc.stdout.is_empty());
+    assert!(field("Git commit").len() >= 7, "{out}");
+    // the machine's own answers, read here without img
+    let overlay = std::fs::read_to_string("/proc/filesystems")
+        .unwrap()
+        .lines()
+        .any(|l| l.ends_with("\toverlay"));
+    assert_eq!(field("Overlayfs"), if overlay { "yes" } else { "no" });
+    let cgroups = field("Cgroups");
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert!(cgroups.starts_with("v2"), "{cgroups}");
+    } else {
+        assert!(
+            cgroups.contains("v1 (") && cgroups.contains("memory"),
+            "{cgroups}"
+        );
+    }
+    let json = root.json(&["version", "--json"]);
+    assert_eq!(json["Version"], env!("CARGO_PKG_VERSION"), "{json}");
+}

@@ -257,6 +257,15 @@ fn redis_ping(port: u16) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
+/// The host port `img port NAME CTR` prints for `address` (`127.0.0.1`, `0.0.0.0`, `[::]`).
+fn published(bed: &Bed, name: &str, ctr: &str, address: &str) -> u16 {
+    let out = bed.ok(&["port", name, ctr]);
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{address}:")))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("img port {name} {ctr} shows no {address}: {out}"))
+}
+
 /// The pids whose command line is `… __supervise DIR` for the container directory `dir`.
 fn supervisors_of(dir: &Path) -> Vec<u64> {
     let mut out = Vec::new();
@@ -308,11 +317,13 @@ fn redis_serves_a_published_port_through_stop_start_and_rm() {
     assert!(log.contains("Redis version="), "{log}");
     assert_eq!(redis_ping(port), "+PONG\r\n");
 
-    // the host side listens on 127.0.0.1 only
-    assert_eq!(
-        listeners_on(port),
-        vec![format!("0100007F:{port:04X}")],
-        "only 127.0.0.1:{port} should listen"
+    // as docker: `-p HOST:CTR` listens on every address, IPv4 and IPv6 (one dual-stack
+    // socket on [::], or 0.0.0.0 where IPv6 is off); the test connects on loopback only
+    let listening = listeners_on(port);
+    assert!(
+        listening == vec![format!("{}:{port:04X}", "0".repeat(32))]
+            || listening == vec![format!("00000000:{port:04X}")],
+        "port {port} should listen on every address: {listening:?}"
     );
 
     let row = bed
@@ -324,7 +335,7 @@ fn redis_serves_a_published_port_through_stop_start_and_rm() {
     assert!(row.contains("Up "), "{row}");
     assert!(
         row.trim_end()
-            .ends_with(&format!("127.0.0.1:{port}->6379/tcp")),
+            .ends_with(&format!("0.0.0.0:{port}->6379/tcp, [::]:{port}->6379/tcp")),
         "{row}"
     );
     assert_eq!(bed.ps_quiet(&[]), vec![id[..12].to_string()]);
@@ -340,7 +351,7 @@ fn redis_serves_a_published_port_through_stop_start_and_rm() {
     assert_eq!(inspect["State"]["Pid"], pid, "{inspect}");
     assert_eq!(
         inspect["HostConfig"]["PortBindings"],
-        serde_json::json!([format!("127.0.0.1:{port}->6379/tcp")]),
+        serde_json::json!([format!("0.0.0.0:{port}->6379/tcp, [::]:{port}->6379/tcp")]),
         "{inspect}"
     );
     assert_eq!(
@@ -894,4 +905,90 @@ fn ps_right_after_the_crash_records_it() {
         "{state}"
     );
     bed.assert_no_mount_or_cgroup(&id);
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn ports_wait_and_rename_as_docker_has_them() {
+    let bed = Bed::new("ports");
+    // -P: the image's exposed 6379 on a random port of every address; -p 127.0.0.1::6379 a
+    // random port of loopback only
+    let id = bed.run_d(
+        &["--name", "p1", "-P", "-p", "127.0.0.1::6379"],
+        &bed.redis,
+        &[],
+    );
+    bed.wait_log(&id, "Ready to accept connections", 1);
+    let ports = bed.ok(&["port", "p1"]);
+    let lines: Vec<&str> = ports.lines().collect();
+    assert_eq!(lines.len(), 3, "{ports}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("6379/tcp -> ")),
+        "{ports}"
+    );
+    let everywhere = published(&bed, "p1", "6379/tcp", "0.0.0.0");
+    assert_eq!(published(&bed, "p1", "6379", "[::]"), everywhere);
+    let local = published(&bed, "p1", "6379", "127.0.0.1");
+    assert_ne!(everywhere, local);
+    for port in [everywhere, local] {
+        assert_ne!(port, 0);
+        assert_eq!(redis_ping(port), "+PONG\r\n", "port {port}");
+    }
+    assert_eq!(
+        listeners_on(local),
+        vec![format!("0100007F:{local:04X}")],
+        "-p 127.0.0.1::6379 listens on loopback only"
+    );
+    let row = bed.ps_row(false, &id).expect("ps lists it");
+    assert!(
+        row.contains(&format!("127.0.0.1:{local}->6379/tcp")),
+        "{row}"
+    );
+    let (_, err) = bed.root.fails(&["port", "p1", "6380"]);
+    assert!(
+        assert_one_error_line(&err).contains("no public port '6380/tcp'"),
+        "{err}"
+    );
+
+    // rename: the new name reaches everything, the old one nothing, and the supervisor's
+    // record of the exit keeps it
+    assert_eq!(bed.ok(&["rename", "p1", "cache-2"]), "");
+    assert!(bed.ps_row(false, &id).unwrap().contains(" cache-2 "));
+    let (_, err) = bed.root.fails(&["port", "p1"]);
+    assert!(assert_one_error_line(&err).contains("no such container"));
+    let other = bed.run_d(&["--name", "other"], &bed.redis, &[]);
+    let (_, err) = bed.root.fails(&["rename", "other", "cache-2"]);
+    assert!(
+        assert_one_error_line(&err).contains("already in use"),
+        "{err}"
+    );
+    let (_, err) = bed.root.fails(&["rename", "other", "bad/name"]);
+    assert!(
+        assert_one_error_line(&err).contains("invalid container name"),
+        "{err}"
+    );
+
+    // wait: blocks until the exit is recorded and prints the code (redis exits 0 on SIGTERM)
+    let waiter = std::process::Command::new(env!("CARGO_BIN_EXE_img"))
+        .args([
+            "--root",
+            bed.root.path.to_str().unwrap(),
+            "wait",
+            "cache-2",
+            "other",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    bed.ok(&["kill", "-s", "TERM", "cache-2"]);
+    bed.ok(&["kill", "other"]);
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n137\n");
+    assert_eq!(bed.state(&id)["name"], "cache-2");
+    assert_eq!(bed.ok(&["wait", &other]), "137\n");
 }

@@ -76,6 +76,24 @@ pub struct LogsArgs {
     pub container: String,
 }
 
+/// Arguments of `img port`.
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The container
+    pub container: String,
+    /// Only this container port (`80` or `80/tcp`)
+    pub port: Option<String>,
+}
+
+/// Arguments of `img rename`.
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// The container
+    pub container: String,
+    /// Its new name
+    pub new_name: String,
+}
+
 /// Arguments of `img container inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -578,5 +596,105 @@ pub fn run_inspect(global: &Global, args: InspectArgs) -> Result<ExitCode> {
         }
         println!("Upper:     {}", dir.join("upper").display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `img port`: docker's lines, `80/tcp -> 0.0.0.0:8080` (only the host side when a port
+/// is named).
+pub fn run_port(global: &Global, args: PortArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    let (_, state) = find(&root, &args.container)?;
+    let wanted = match &args.port {
+        None => None,
+        Some(p) => {
+            let number = p.strip_suffix("/tcp").unwrap_or(p);
+            Some(number.parse::<u16>().map_err(|_| {
+                anyhow::anyhow!("invalid port {p:?}: expected a number (tcp ports only)")
+            })?)
+        }
+    };
+    let mut any = false;
+    for port in &state.ports {
+        if wanted.is_some_and(|w| w != port.container_port) {
+            continue;
+        }
+        for address in port.host_addresses() {
+            any = true;
+            match wanted {
+                Some(_) => println!("{address}:{}", port.host_port),
+                None => println!(
+                    "{}/tcp -> {address}:{}",
+                    port.container_port, port.host_port
+                ),
+            }
+        }
+    }
+    if let (Some(w), false) = (wanted, any) {
+        bail!(
+            "no public port '{w}/tcp' published for container {}",
+            args.container
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run `img wait`: block until each container stops, printing its exit code (docker's).
+pub fn run_wait(global: &Global, args: Names) -> Result<ExitCode> {
+    let root = root(global)?;
+    let mut failed = false;
+    for what in &args.containers {
+        let code = (|| -> Result<i32> {
+            let (dir, _) = find(&root, what)?;
+            // A state, not a time: until the record says it stopped (or it was removed, as
+            // `--rm` does, when there is no code left to read).
+            loop {
+                match ContainerState::load(&dir) {
+                    Ok(s) if s.is_running() => {}
+                    Ok(s) if s.status == "running" && s.supervisor_alive() => {}
+                    Ok(s) if s.status == "created" && s.supervisor_alive() => {}
+                    Ok(s) => return Ok(s.exit_code.unwrap_or(-1)),
+                    Err(_) if !dir.exists() => {
+                        bail!("container {what} was removed before its exit code was read")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })();
+        match code {
+            Ok(code) => println!("{code}"),
+            Err(e) => {
+                output::error(&e);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Run `img rename`.
+pub fn run_rename(global: &Global, args: RenameArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    img_run::state::check_name(&args.new_name)?;
+    let (dir, mut state) = find(&root, &args.container)?;
+    if state.name == args.new_name {
+        bail!(
+            "renaming container {}: it is already called {:?}",
+            args.container,
+            args.new_name
+        );
+    }
+    if ContainerState::list(&root)
+        .iter()
+        .any(|(_, s)| s.name == args.new_name)
+    {
+        bail!("the container name {:?} is already in use", args.new_name);
+    }
+    state.name = args.new_name;
+    state.save(&dir)?;
     Ok(ExitCode::SUCCESS)
 }

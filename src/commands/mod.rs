@@ -18,6 +18,7 @@ pub mod run;
 pub mod save;
 pub mod tag;
 pub mod unpack;
+pub mod version;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;

@@ -23,9 +23,13 @@ pub struct RunArgs {
     /// exit status
     #[arg(short, long)]
     pub detach: bool,
-    /// Publish a port: [IP:]HOST:CONTAINER (IP defaults to 127.0.0.1)
-    #[arg(short, long = "publish", value_name = "[IP:]HOST:CTR")]
+    /// Publish a port: [IP:][HOST:]CONTAINER (every address unless IP is given; a random
+    /// host port unless HOST is)
+    #[arg(short, long = "publish", value_name = "[IP:][HOST:]CTR")]
     pub publish: Vec<String>,
+    /// Publish every port the image exposes, each on a random host port
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
     /// A name for the container
     #[arg(long)]
     pub name: Option<String>,
@@ -297,11 +301,14 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
             .map(|d| Device::parse(d))
             .collect::<Result<_, _>>()?,
     };
-    let ports = args
+    let mut ports = args
         .publish
         .iter()
         .map(|p| Port::parse(p))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.publish_all {
+        ports.extend(exposed_ports(&image)?);
+    }
 
     if let Some(bundle) = &args.bundle {
         return write_bundle(&store, &image, &options, bundle).map(|()| 0);
@@ -309,6 +316,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
 
     img_run::reap(store.root());
     let name = args.name.clone().unwrap_or_else(|| format!("img-{short}"));
+    img_run::state::check_name(&name)?;
     if ContainerState::list(store.root())
         .iter()
         .any(|(_, s)| s.name == name)
@@ -471,4 +479,19 @@ fn write_bundle(
         .with_context(|| format!("writing {}", path.display()))?;
     println!("{}", bundle.display());
     Ok(())
+}
+
+/// `-P`: the image's `ExposedPorts` (`80/tcp`), each on a random host port of every address;
+/// a udp one cannot be published.
+fn exposed_ports(image: &img_store::Image) -> Result<Vec<Port>> {
+    let exposed = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.exposed_ports().clone())
+        .unwrap_or_default();
+    exposed
+        .iter()
+        .map(|p| Port::parse(p).with_context(|| "publishing the image's exposed ports (-P)"))
+        .collect()
 }

@@ -28,6 +28,27 @@ struct Hierarchy {
     mount: PathBuf,
 }
 
+/// The cgroup layout containers get here, for `img version`: `v2 (memory pids cpu)`, or
+/// `v1 (memory, pids, …)`, `hybrid` when a cgroup2 mount sits beside v1 controllers.
+pub fn layout() -> String {
+    let root = Path::new(ROOT);
+    if let Ok(controllers) = std::fs::read_to_string(root.join("cgroup.controllers")) {
+        return format!("v2 ({})", controllers.trim());
+    }
+    let mut controllers: Vec<String> = hierarchies()
+        .into_iter()
+        .flat_map(|h| h.controllers)
+        .filter(|c| !c.starts_with("name="))
+        .collect();
+    controllers.sort();
+    let unified = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(" - cgroup2 "));
+    let kind = if unified { "hybrid: v1" } else { "v1" };
+    format!("{kind} ({})", controllers.join(", "))
+}
+
 /// The v1 hierarchies in `/proc/self/mountinfo` under `/sys/fs/cgroup`, each once.
 fn hierarchies() -> Vec<Hierarchy> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

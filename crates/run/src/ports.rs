@@ -3,21 +3,44 @@
 //! network namespace, then copy bytes both ways. No iptables, no bridge, no other address.
 
 use std::io;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, TcpListener, TcpStream};
 use std::sync::mpsc;
 
 use crate::Result;
 use crate::error::sys;
 use crate::state::Port;
 
-/// Bind the host side of every mapping now (so a busy port fails the run early).
+/// Bind the host side of every mapping now (so a busy port fails the run early). The
+/// default address is every one, IPv4 and IPv6 (one dual-stack socket on `[::]`, or
+/// `0.0.0.0` where IPv6 is off); a host port of 0 is chosen by the kernel, and the returned
+/// ports carry the ones chosen.
 pub fn listen(ports: &[Port]) -> Result<Vec<(Port, TcpListener)>> {
     ports
         .iter()
         .map(|p| {
-            TcpListener::bind((p.host_ip.as_str(), p.host_port))
-                .map(|l| (p.clone(), l))
-                .map_err(sys(format!("listening on {}:{}", p.host_ip, p.host_port)))
+            let shown = p.host_addresses().join(" and ");
+            let context = || format!("listening on {shown} port {}", p.host_port);
+            let listener = if p.host_ip.is_empty() {
+                TcpListener::bind((Ipv6Addr::UNSPECIFIED, p.host_port)).or_else(|e| {
+                    match e.raw_os_error() {
+                        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL) => {
+                            TcpListener::bind((Ipv4Addr::UNSPECIFIED, p.host_port))
+                        }
+                        _ => Err(e),
+                    }
+                })
+            } else {
+                TcpListener::bind((p.host_ip.as_str(), p.host_port))
+            }
+            .map_err(sys(context()))?;
+            let port = listener.local_addr().map_err(sys(context()))?.port();
+            Ok((
+                Port {
+                    host_port: port,
+                    ..p.clone()
+                },
+                listener,
+            ))
         })
         .collect()
 }

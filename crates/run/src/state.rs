@@ -13,49 +13,82 @@ use crate::error::sys;
 use crate::spec::Network;
 use crate::{Error, Result};
 
-/// A published port: `[IP:]HOST:CONTAINER`.
+/// A published port, in docker's grammar: `[IP:][HOST:]CONTAINER`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Port {
-    /// The host address to listen on (127.0.0.1 unless given).
+    /// The host address to listen on; empty for every address, IPv4 and IPv6 (docker's
+    /// default: `-p 8080:80` is reachable from other machines; `-p 127.0.0.1:8080:80` is not).
     pub host_ip: String,
-    /// The host port.
+    /// The host port; 0 until a random one is chosen (`-p 80`, `-p IP::80`, `-P`).
     pub host_port: u16,
     /// The port inside the container.
     pub container_port: u16,
 }
 
 impl Port {
-    /// Parse `HOST:CTR` or `IP:HOST:CTR` (an optional `/tcp` suffix is accepted).
+    /// Parse `CTR`, `HOST:CTR`, `IP:HOST:CTR` or `IP::CTR` (an optional `/tcp` suffix is
+    /// accepted; IPv6 addresses in brackets).
     pub fn parse(s: &str) -> Result<Port> {
-        let bad = || {
+        let bad = |why: &str| {
             Error::Config(format!(
-                "invalid port mapping {s:?}: expected [IP:]HOST:CONTAINER"
+                "invalid port mapping {s:?}: {why} (expected [IP:][HOST:]CONTAINER)"
             ))
         };
+        if s.ends_with("/udp") || s.ends_with("/sctp") {
+            return Err(bad("only tcp ports can be published"));
+        }
         let body = s.strip_suffix("/tcp").unwrap_or(s);
         let parts: Vec<&str> = body.rsplitn(3, ':').collect();
         let (ip, host, ctr) = match parts[..] {
-            [c, h] => ("127.0.0.1", h, c),
+            [c] => ("", "", c),
+            [c, h] => ("", h, c),
             [c, h, ip] => (ip, h, c),
-            _ => return Err(bad()),
+            _ => return Err(bad("too many parts")),
         };
-        let ip = ip.trim_matches(['[', ']']);
-        ip.parse::<std::net::IpAddr>().map_err(|_| bad())?;
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        if !ip.is_empty() {
+            ip.parse::<std::net::IpAddr>()
+                .map_err(|_| bad(&format!("{ip:?} is not an IP address")))?;
+        }
+        let number = |text: &str, what: &str| {
+            text.parse::<u16>()
+                .map_err(|_| bad(&format!("{what} port {text:?} is not a number up to 65535")))
+        };
+        let container_port = number(ctr, "container")?;
+        if container_port == 0 {
+            return Err(bad("container port 0"));
+        }
         Ok(Port {
             host_ip: ip.to_string(),
-            host_port: host.parse().map_err(|_| bad())?,
-            container_port: ctr.parse().map_err(|_| bad())?,
+            host_port: if host.is_empty() {
+                0
+            } else {
+                number(host, "host")?
+            },
+            container_port,
         })
+    }
+
+    /// Every host address it listens on, as docker prints them: `0.0.0.0` and `[::]` for the
+    /// default, else the one given.
+    pub fn host_addresses(&self) -> Vec<String> {
+        match self.host_ip.as_str() {
+            "" => vec!["0.0.0.0".into(), "[::]".into()],
+            ip if ip.contains(':') => vec![format!("[{ip}]")],
+            ip => vec![ip.to_string()],
+        }
     }
 }
 
+/// docker's form: `0.0.0.0:8080->80/tcp, [::]:8080->80/tcp`.
 impl std::fmt::Display for Port {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}->{}/tcp",
-            self.host_ip, self.host_port, self.container_port
-        )
+        let each: Vec<String> = self
+            .host_addresses()
+            .iter()
+            .map(|a| format!("{a}:{}->{}/tcp", self.host_port, self.container_port))
+            .collect();
+        f.write_str(&each.join(", "))
     }
 }
 
@@ -98,6 +131,25 @@ pub struct ContainerState {
     pub auto_remove: bool,
     /// Its snapshot directories (lower layers), base first.
     pub lowers: Vec<PathBuf>,
+}
+
+/// Check a container name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+///
+/// ```
+/// assert!(img_run::state::check_name("web-1.a_b").is_ok());
+/// assert!(img_run::state::check_name("-x").is_err());
+/// assert!(img_run::state::check_name("a/b").is_err());
+/// ```
+pub fn check_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )))
+    }
 }
 
 /// The pid in a temp directory's name `ID.new-PID` (leading dot stripped), if it is one.
@@ -370,22 +422,28 @@ mod tests {
 
     #[test]
     fn ports_parse_like_docker() {
-        let p = Port::parse("16379:6379").unwrap();
+        let fields = |s: &str| {
+            let p = Port::parse(s).unwrap();
+            (p.host_ip, p.host_port, p.container_port)
+        };
+        assert_eq!(fields("16379:6379"), ("".into(), 16379, 6379));
+        assert_eq!(fields("80"), ("".into(), 0, 80));
+        assert_eq!(fields("127.0.0.1::80"), ("127.0.0.1".into(), 0, 80));
+        assert_eq!(fields("0.0.0.0:8080:80/tcp"), ("0.0.0.0".into(), 8080, 80));
+        assert_eq!(fields("[::1]:8080:80"), ("::1".into(), 8080, 80));
         assert_eq!(
-            (p.host_ip.as_str(), p.host_port, p.container_port),
-            ("127.0.0.1", 16379, 6379)
+            Port::parse("8080:80").unwrap().to_string(),
+            "0.0.0.0:8080->80/tcp, [::]:8080->80/tcp"
         );
-        let p = Port::parse("0.0.0.0:8080:80/tcp").unwrap();
         assert_eq!(
-            (p.host_ip.as_str(), p.host_port, p.container_port),
-            ("0.0.0.0", 8080, 80)
+            Port::parse("[::1]:8080:80").unwrap().to_string(),
+            "[::1]:8080->80/tcp"
         );
-        assert_eq!(p.to_string(), "0.0.0.0:8080->80/tcp");
-        let p = Port::parse("[::1]:8080:80").unwrap();
-        assert_eq!(p.host_ip, "::1");
-        for bad in ["80", "a:b", "1:2:3:4", "70000:1", "host:1:2"] {
+        for bad in ["a:b", "1:2:3:4", "70000:1", "host:1:2", "0", "53/udp", ""] {
             assert!(Port::parse(bad).is_err(), "{bad}");
         }
+        let e = Port::parse("53/udp").unwrap_err().to_string();
+        assert!(e.contains("only tcp"), "{e}");
     }
 
     #[test]

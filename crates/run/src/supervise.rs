@@ -46,6 +46,10 @@ pub fn supervise(
         Network::Host => Vec::new(),
         Network::Private => ports::listen(&state.ports)?,
     };
+    if !listeners.is_empty() {
+        // The ports the kernel chose for `-p CTR` are the ones recorded.
+        state.ports = listeners.iter().map(|(p, _)| p.clone()).collect();
+    }
     let mut console_ours = None;
     let mut console_theirs = None;
     let stdio: [Stdio; 3] = match &io {
@@ -136,6 +140,8 @@ pub fn supervise(
     }
     let oom = container.cgroup.oom_killed();
     let _ = container.cleanup();
+    // The record as it is now: `img rename` may have changed it while the container ran.
+    let mut state = ContainerState::load(dir).unwrap_or(state);
     state.status = "exited".into();
     state.exit_code = Some(code);
     state.finished = Some(now());
