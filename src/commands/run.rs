@@ -27,6 +27,11 @@ pub struct RunArgs {
     /// host port unless HOST is)
     #[arg(short, long = "publish", value_name = "[IP:][HOST:]CTR")]
     pub publish: Vec<String>,
+    /// User namespace: `remap` maps the container's ids onto img-remap's subordinate range
+    /// (/etc/subuid, /etc/subgid), so its root is an unprivileged id on the host; `host`
+    /// (the default) shares the host's
+    #[arg(long, value_name = "host|remap", value_parser = ["host", "remap"])]
+    pub userns: Option<String>,
     /// Publish every port the image exposes, each on a random host port
     #[arg(short = 'P', long)]
     pub publish_all: bool,
@@ -103,7 +108,7 @@ pub struct RunArgs {
 }
 
 /// Options of `img run` that take a value (so the scanner below knows where the image is).
-const VALUE_OPTIONS: [&str; 31] = [
+const VALUE_OPTIONS: [&str; 32] = [
     "--cap-add",
     "--cap-drop",
     "--security-opt",
@@ -135,6 +140,7 @@ const VALUE_OPTIONS: [&str; 31] = [
     "--root",
     "-p",
     "--publish",
+    "--userns",
 ];
 
 /// docker spells `--volume` as `-v`, which is our global `--verbose` everywhere else: among
@@ -295,6 +301,10 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         no_new_privileges: security.no_new_privileges,
         seccomp: security.seccomp,
         privileged: args.privileged,
+        remap: match args.userns.as_deref() {
+            Some("remap") => Some(img_run::userns::remap_mappings(Path::new("/"))?),
+            _ => None,
+        },
         devices: args
             .device
             .iter()
@@ -333,7 +343,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     let (dir, creating) = ContainerState::create_dir(store.root(), &id)?;
     // Foreground --rm removes the directory here; a detached one's supervisor does.
     let guard = ContainerDir::create(&dir, args.rm && !args.detach)?;
-    let etc = write_etc_files(&dir, &options.hostname, options.network)?;
+    let etc = write_etc_files(&options, &dir)?;
     let spec = img_run::build_spec(&image.config, &options, &etc)?;
     let config = dir.join("config.json");
     std::fs::write(&config, serde_json::to_vec_pretty(&spec)?)
@@ -411,7 +421,8 @@ impl Drop for ContainerDir {
 }
 
 /// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` for the container, in its directory.
-fn write_etc_files(dir: &Path, hostname: &str, network: Network) -> Result<EtcFiles> {
+fn write_etc_files(options: &RunOptions, dir: &Path) -> Result<EtcFiles> {
+    let (hostname, network) = (options.hostname.as_str(), options.network);
     let etc = EtcFiles {
         hosts: dir.join("hosts"),
         hostname: dir.join("hostname"),
@@ -430,6 +441,15 @@ fn write_etc_files(dir: &Path, hostname: &str, network: Network) -> Result<EtcFi
         (&etc.resolv_conf, resolv),
     ] {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        if let Some((uids, gids)) = &options.remap {
+            // The container's root may write them, as docker gives them to it.
+            let (uid, gid) = (
+                img_run::idmap::outside(uids, 0),
+                img_run::idmap::outside(gids, 0),
+            );
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .with_context(|| format!("chown {}", path.display()))?;
+        }
     }
     Ok(etc)
 }
@@ -447,7 +467,7 @@ fn write_bundle(
     let bundle = &std::fs::canonicalize(bundle)
         .with_context(|| format!("resolving {}", bundle.display()))?;
     let rootfs = bundle.join("rootfs");
-    let etc = write_etc_files(bundle, &options.hostname, options.network)?;
+    let etc = write_etc_files(options, bundle)?;
     let mut spec = serde_json::to_value(img_run::build_spec(&image.config, options, &etc)?)?;
     if !img_run::userns::is_root() {
         // For an unprivileged runc: a user namespace mapping us (and our subordinate ids).
@@ -457,6 +477,12 @@ fn write_bundle(
     }
     img_unpack::unpack_image(store, image, &rootfs)
         .with_context(|| format!("unpacking {} into {}", image.name, rootfs.display()))?;
+    if let Some((uids, gids)) = &options.remap {
+        // The bundle's own copy: its owners moved into the range, so that inside the
+        // namespace runc makes, each file has the owner the image gave it.
+        img_run::idmap::shift_tree(&rootfs, uids, gids)
+            .with_context(|| format!("moving the owners of {} into the range", rootfs.display()))?;
+    }
     // runc knows nothing of our user annotation: resolve it against the bundle's rootfs.
     let user_spec = spec["annotations"][img_run::spec::USER_ANNOTATION]
         .as_str()

@@ -31,6 +31,9 @@ pub const SYNC_FD: i32 = 3;
 pub const ERROR_FD: i32 = 4;
 /// fd of the console socket, when the process has a terminal.
 pub const CONSOLE_FD: i32 = 5;
+/// fd on which init says it has entered its user namespace (one byte), when the spec has
+/// one: the parent then writes the namespace's maps before its "go".
+pub const USERNS_FD: i32 = 6;
 
 /// What init needs beyond the spec.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -79,8 +82,8 @@ pub fn main(config: &Path) -> ! {
 }
 
 fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible> {
-    // Nothing the caller left open goes further than this (fds 3, 4 and 5 are ours).
-    crate::process::close_from(CONSOLE_FD as u32 + 1)?;
+    // Nothing the caller left open goes further than this (fds 3 to 6 are ours).
+    crate::process::close_from(USERNS_FD as u32 + 1)?;
     let text = std::fs::read(config).map_err(sys(config.display()))?;
     let cfg: InitConfig = serde_json::from_slice(&text)
         .map_err(|e| Error::Config(format!("{}: {e}", config.display())))?;
@@ -108,9 +111,25 @@ fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible
             .flatten()
             .any(|n| n.typ() == t && n.path().is_none())
     };
+    let userns = has_ns(LinuxNamespaceType::User);
+    if !userns {
+        crate::process::close_one(USERNS_FD);
+    }
 
     // Our mounts stay in our namespace.
     kernel.mount(Path::new("/"), Mount::Private)?;
+    if userns && has_ns(LinuxNamespaceType::Network) {
+        // Root in a user namespace holds no capability over this network namespace (ours
+        // made it): low ports and ping are opened to every user of it, as docker does for
+        // every container (/proc is still the host's mount here; net.* is our namespace's).
+        for (key, value) in [
+            ("net/ipv4/ip_unprivileged_port_start", "0"),
+            ("net/ipv4/ping_group_range", "0 2147483647"),
+        ] {
+            let path = Path::new("/proc/sys").join(key);
+            std::fs::write(&path, value).map_err(sys(path.display()))?;
+        }
+    }
     let root_path = match &cfg.rootfs {
         Rootfs::Overlay {
             lowers,
@@ -179,6 +198,16 @@ fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible
         // SAFETY: fd 5 is the console socket the parent put there for us.
         let socket = unsafe { OwnedFd::from_raw_fd(CONSOLE_FD) };
         crate::tty::setup_in_container(socket)?;
+    }
+
+    // Everything above needed host root; from here on we are the container's root only: a
+    // user namespace of our own, whose maps the parent writes before its "go".
+    if userns {
+        kernel.unshare(UnshareFlags::NEWUSER)?;
+        // SAFETY: fd 6 was put there by the parent for us.
+        let mut told = unsafe { std::fs::File::from_raw_fd(USERNS_FD) };
+        told.write_all(b"u")
+            .map_err(sys("telling the parent about the user namespace"))?;
     }
 
     // Wait for the parent to put us in our cgroup.

@@ -12,6 +12,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use crate::cgroup::Cgroup;
 use crate::error::sys;
 use crate::init::{ERROR_FD, InitConfig, Rootfs, SYNC_FD};
+use crate::userns::IdMap;
 use crate::{Error, Result};
 
 /// What to start.
@@ -93,6 +94,8 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
             LinuxNamespaceType::Network => flags |= libc::CLONE_NEWNET,
             // Made by init once it is in its cgroup, which becomes the namespace's root.
             LinuxNamespaceType::Cgroup => {}
+            // Made by init once everything that needs host root is done (see init).
+            LinuxNamespaceType::User => {}
             other => {
                 return Err(Error::Config(format!(
                     "{other:?} namespaces are not supported yet"
@@ -104,10 +107,13 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
     // EPIPE, not kill us (the child gets the default action back before exec).
     // SAFETY: changing a signal's disposition to ignored.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let maps = user_namespace_maps(launch.spec)?;
     let cgroup = Cgroup::create(launch.id, linux.resources().as_ref())?;
     let (sync_r, sync_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (sr, ew) = (sync_r.as_raw_fd(), err_w.as_raw_fd());
+    let userns_pipe = maps.as_ref().map(|_| pipe()).transpose()?;
+    let uw = userns_pipe.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
     let console = launch.console.map(high_fd).transpose()?;
     let cs = console.as_ref().map_or(-1, |c| c.as_raw_fd());
     let [stdin, stdout, stderr] = launch.stdio;
@@ -124,6 +130,9 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
                 return Err(std::io::Error::last_os_error());
             }
             if cs >= 0 && libc::dup2(cs, crate::init::CONSOLE_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if uw >= 0 && libc::dup2(uw, crate::init::USERNS_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -166,9 +175,18 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
     drop(sync_r);
     drop(err_w);
     drop(console);
+    let userns_r = userns_pipe.map(|(r, _w)| r);
     let mut container = Container { child, cgroup };
     let report = (|| -> Result<String> {
         container.cgroup.add(container.child.id())?;
+        if let (Some((uids, gids)), Some(told)) = (&maps, userns_r) {
+            // init says it is in its user namespace (or fails and closes the pipe: its
+            // report on the error pipe says why, and our "go" below goes nowhere).
+            let mut byte = [0u8; 1];
+            if std::fs::File::from(told).read(&mut byte).unwrap_or(0) == 1 {
+                crate::idmap::write_maps(container.child.id(), uids, gids)?;
+            }
+        }
         let mut go = std::fs::File::from(sync_w);
         // The init may already be gone (it reports why on the error pipe).
         let _ = go.write_all(b"g");
@@ -194,6 +212,39 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
     let _ = container.child.wait();
     let _ = container.cgroup.remove();
     Err(failure)
+}
+
+/// The uid and gid maps of the spec's user namespace, if it has one (it must have maps: we
+/// run as root and map the container's ids onto a subordinate range).
+fn user_namespace_maps(spec: &Spec) -> Result<Option<(Vec<IdMap>, Vec<IdMap>)>> {
+    let Some(linux) = spec.linux() else {
+        return Ok(None);
+    };
+    let wanted = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::User);
+    if !wanted {
+        return Ok(None);
+    }
+    let convert = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdMap> {
+        maps.iter()
+            .flatten()
+            .map(|m| IdMap {
+                container: m.container_id(),
+                host: m.host_id(),
+                size: m.size(),
+            })
+            .collect()
+    };
+    let (uids, gids) = (convert(linux.uid_mappings()), convert(linux.gid_mappings()));
+    if uids.is_empty() || gids.is_empty() {
+        return Err(Error::Config(
+            "a user namespace needs uid and gid mappings".into(),
+        ));
+    }
+    Ok(Some((uids, gids)))
 }
 
 /// A pipe whose ends are at fd 10 or above (so dup2 onto 3 and 4 cannot clobber them),

@@ -230,6 +230,9 @@ pub struct RunOptions {
     pub privileged: bool,
     /// `--device`.
     pub devices: Vec<Device>,
+    /// `--userns=remap`: a user namespace mapping the container's ids (uids, gids) onto a
+    /// subordinate range, so its root is an unprivileged id on the host.
+    pub remap: Option<(Vec<crate::userns::IdMap>, Vec<crate::userns::IdMap>)>,
 }
 
 /// Host files bind-mounted over the container's `/etc/hosts`, `/etc/hostname` and
@@ -368,6 +371,16 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
     }
     if opts.network == Network::Private {
         namespaces.push(json!({"type": "network"}));
+    }
+    if let Some((uids, gids)) = &opts.remap {
+        if opts.privileged {
+            return Err(Error::Config(
+                "--privileged cannot be combined with --userns=remap (as with docker)".into(),
+            ));
+        }
+        namespaces.push(json!({"type": "user"}));
+        spec["linux"]["uidMappings"] = json!(uids);
+        spec["linux"]["gidMappings"] = json!(gids);
     }
     spec["linux"]["namespaces"] = json!(namespaces);
     let mut resources = json!({});

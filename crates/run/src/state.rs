@@ -201,6 +201,9 @@ impl ContainerState {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let parent = dir.parent().unwrap_or(Path::new("."));
+        // A remapped container whose supervisor was killed may still have its rootfs mounted
+        // (in the host's namespace): never remove files through it.
+        crate::idmap::unmount_rootfs(dir);
         let doomed = parent.join(format!(".{name}.rm-{}", std::process::id()));
         match std::fs::rename(dir, &doomed) {
             Ok(()) => {}

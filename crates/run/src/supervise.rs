@@ -80,16 +80,38 @@ pub fn supervise(
         }
     };
     runtime::block_signals();
-    let launched = runtime::start(Launch {
-        id: &state.id,
-        dir,
-        spec: &spec,
-        rootfs: Rootfs::Overlay {
+    let remap = spec.linux().as_ref().and_then(|l| {
+        let convert = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+            maps.iter()
+                .flatten()
+                .map(|m| crate::userns::IdMap {
+                    container: m.container_id(),
+                    host: m.host_id(),
+                    size: m.size(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let uids = convert(l.uid_mappings());
+        (!uids.is_empty()).then(|| (uids, convert(l.gid_mappings())))
+    });
+    let rootfs = match &remap {
+        // Mounted here, in the host's namespace, with idmapped layers (see idmap).
+        Some((uids, gids)) => {
+            crate::idmap::mount_rootfs(dir, &state.lowers, uids, gids)?;
+            Rootfs::Dir(dir.join("merged"))
+        }
+        None => Rootfs::Overlay {
             lowers: state.lowers.clone(),
             upper: dir.join("upper"),
             work: dir.join("work"),
             merged: dir.join("merged"),
         },
+    };
+    let launched = runtime::start(Launch {
+        id: &state.id,
+        dir,
+        spec: &spec,
+        rootfs,
         exe,
         stdio,
         console: console_theirs,
@@ -97,6 +119,9 @@ pub fn supervise(
     let mut container = match launched {
         Ok(c) => c,
         Err(e) => {
+            if remap.is_some() {
+                crate::idmap::unmount_rootfs(dir);
+            }
             state.status = "exited".into();
             state.exit_code = Some(match &e {
                 Error::Init { code, .. } => *code,
@@ -140,6 +165,9 @@ pub fn supervise(
     }
     let oom = container.cgroup.oom_killed();
     let _ = container.cleanup();
+    if remap.is_some() {
+        crate::idmap::unmount_rootfs(dir);
+    }
     // The record as it is now: `img rename` may have changed it while the container ran.
     let mut state = ContainerState::load(dir).unwrap_or(state);
     state.status = "exited".into();
@@ -165,6 +193,8 @@ pub fn reap(root: &Path) -> usize {
             if s.status == "running" && !s.is_running() && !s.supervisor_alive() {
                 fixed += 1;
                 let _ = crate::cgroup::Cgroup::existing(&s.id).remove();
+                // A remapped container's rootfs is mounted in the host's namespace.
+                crate::idmap::unmount_rootfs(&dir);
                 if s.auto_remove {
                     let _ = ContainerState::remove_dir(&dir);
                 } else {

@@ -104,6 +104,37 @@ pub fn caller_mappings(root: &Path) -> (Vec<IdMap>, Vec<IdMap>) {
     )
 }
 
+/// The account whose subordinate ids `--userns=remap` maps containers onto (docker's is
+/// `dockremap`).
+pub const REMAP_USER: &str = "img-remap";
+
+/// `--userns=remap`'s mappings: the container's ids 0.. onto the first range `/etc/subuid`
+/// and `/etc/subgid` (under `root`) give [`REMAP_USER`].
+pub fn remap_mappings(root: &Path) -> Result<(Vec<IdMap>, Vec<IdMap>)> {
+    let range = |file: &str| -> Result<IdMap> {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        let found = subordinate_ranges(&text, REMAP_USER, u32::MAX);
+        let &(start, count) = found.first().ok_or_else(|| {
+            Error::Config(format!(
+                "--userns=remap: /{file} has no range for {REMAP_USER} (add one, e.g. \
+                 `usermod --add-subuids 400000-465535 --add-subgids 400000-465535 {REMAP_USER}` \
+                 after `useradd --system {REMAP_USER}`)"
+            ))
+        })?;
+        if start == 0 {
+            return Err(Error::Config(format!(
+                "--userns=remap: the range of {REMAP_USER} in /{file} starts at 0 (root)"
+            )));
+        }
+        Ok(IdMap {
+            container: 0,
+            host: start,
+            size: count,
+        })
+    };
+    Ok((vec![range("etc/subuid")?], vec![range("etc/subgid")?]))
+}
+
 /// Make a bundle's runtime spec (as JSON) one an unprivileged runc runs, as `runc spec
 /// --rootless` does: a user namespace with `uids`/`gids`, no `uid=`/`gid=` mount options, a
 /// read-only bind of the host's `/sys` where the container shares the host's network (sysfs
@@ -213,6 +244,46 @@ mod tests {
             json!({"linux": {"resources": {"memory": {"limit": 1}, "pids": {"limit": 5}}}});
         let err = make_rootless(&mut spec, &[], &[]).unwrap_err().to_string();
         assert!(err.contains("--memory, --pids-limit need root"), "{err}");
+    }
+
+    #[test]
+    fn remap_takes_img_remaps_first_range_and_says_how_to_add_one() {
+        let root = std::env::temp_dir().join(format!("img-remap-test-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/subuid"),
+            "alice:100000:65536\nimg-remap:400000:65536\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("etc/subgid"), "img-remap:500000:1000\n").unwrap();
+        let (uids, gids) = remap_mappings(&root).unwrap();
+        assert_eq!(
+            uids,
+            vec![IdMap {
+                container: 0,
+                host: 400000,
+                size: 65536
+            }]
+        );
+        assert_eq!(
+            gids,
+            vec![IdMap {
+                container: 0,
+                host: 500000,
+                size: 1000
+            }]
+        );
+        std::fs::write(root.join("etc/subgid"), "img-remap:0:10\n").unwrap();
+        let zero = remap_mappings(&root).unwrap_err().to_string();
+        std::fs::write(root.join("etc/subgid"), "").unwrap();
+        let none = remap_mappings(&root).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(zero.contains("starts at 0"), "{zero}");
+        assert!(
+            none.contains("/etc/subgid has no range for img-remap"),
+            "{none}"
+        );
+        assert!(none.contains("usermod --add-subuids"), "{none}");
     }
 
     #[test]
