@@ -992,3 +992,31 @@ fn ports_wait_and_rename_as_docker_has_them() {
     assert_eq!(bed.state(&id)["name"], "cache-2");
     assert_eq!(bed.ok(&["wait", &other]), "137\n");
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn run_d_on_a_busy_port_says_why() {
+    let bed = Bed::new("busy-port");
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let publish = format!("127.0.0.1:{port}:6379");
+    for extra in [&[][..], &["--rm"][..]] {
+        let mut args = vec!["run", "-d", "-p", &publish];
+        args.extend(extra);
+        args.push(&bed.redis);
+        let run = bed.img(&args);
+        assert_eq!(run.code, 125, "{run}");
+        let line = assert_one_error_line(&run.stderr);
+        assert!(line.contains("Address already in use"), "{run}");
+        assert!(line.contains(&port.to_string()), "{run}");
+    }
+    // the one without --rm stays, exited, with the reason; the --rm one is gone
+    let all = bed.ps_quiet(&["-a"]);
+    assert_eq!(all.len(), 1, "{all:?}");
+    let row = bed.ps_row(true, &all[0]).unwrap();
+    assert!(row.contains("Exited (125)"), "{row}");
+    drop(held);
+}

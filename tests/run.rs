@@ -901,3 +901,30 @@ fn a_relative_bundle_path_runs_under_runc() {
     );
     assert!(is_short_id(String::from_utf8_lossy(&runc.stdout).trim()));
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn run_of_an_image_not_stored_says_what_docker_says() {
+    let tb = testbed();
+    let root = TestRoot::new("run-pulls");
+    let busybox = tb.plain_ref("busybox:latest");
+    let run = root.run(&["run", "--rm", &busybox, "echo", "ran"]);
+    run.assert_ok();
+    assert_eq!(run.stdout, "ran\n");
+    let digest = support::registry_digest(&busybox);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "Unable to find image '{busybox}' locally\nDigest: {digest}\n\
+             Status: Downloaded newer image for {busybox}\n"
+        ),
+        "{run}"
+    );
+    // stored now: nothing more is said
+    let again = root.run(&["run", "--rm", &busybox, "true"]);
+    again.assert_ok();
+    assert_eq!(again.stderr, "", "{again}");
+}

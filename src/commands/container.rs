@@ -139,6 +139,9 @@ pub fn start_detached(dir: &Path) -> Result<ContainerState> {
             }
             "exited" => {
                 let _ = child.wait();
+                if state.auto_remove {
+                    let _ = ContainerState::remove_dir(dir);
+                }
                 bail!(
                     "{}",
                     state.error.unwrap_or_else(|| format!(
@@ -163,8 +166,20 @@ pub fn start_detached(dir: &Path) -> Result<ContainerState> {
 pub fn run_supervise(dir: &Path) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("finding our own binary")?;
     let result = img_run::supervise(dir, img_run::Io::Log(dir.join("log")), exe, |_| {});
-    if ContainerState::load(dir).is_ok_and(|s| s.auto_remove) {
-        let _ = ContainerState::remove_dir(dir);
+    match (&result, ContainerState::load(dir)) {
+        // It never started (a busy port, a mount that failed): the record says why, for
+        // `run -d` or `start` waiting on it (which also removes an `--rm` one then).
+        (Err(e), Ok(mut state)) if state.status == "created" => {
+            state.status = "exited".into();
+            state.exit_code = Some(125);
+            state.error = Some(format!("{e:#}"));
+            state.finished = Some(jiff::Timestamp::now().to_string());
+            let _ = state.save(dir);
+        }
+        (_, Ok(state)) if state.auto_remove => {
+            let _ = ContainerState::remove_dir(dir);
+        }
+        _ => {}
     }
     result?;
     Ok(ExitCode::SUCCESS)

@@ -198,7 +198,24 @@ pub fn image_or_pull(
             return Ok((store, image));
         }
     }
+    // docker's lines for an image run before it was pulled, on stderr: on a terminal the
+    // first before the bars; otherwise all once the pull succeeded (a failure is one line).
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let shown = Reference::parse(input)
+        .map(|r| save::familiar(&r.to_string()))
+        .unwrap_or_else(|_| input.to_string());
+    let unable = format!("Unable to find image '{shown}' locally");
+    if terminal && !global.quiet {
+        eprintln!("{unable}");
+    }
     let pulled = pull::pull_image(global, registry, input, platform)?;
+    if !global.quiet {
+        if !terminal {
+            eprintln!("{unable}");
+        }
+        eprintln!("Digest: {}", pulled.digest);
+        eprintln!("Status: Downloaded newer image for {shown}");
+    }
     let name = pulled.reference.to_string();
     let image = store
         .image(&name)
