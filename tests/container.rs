@@ -1020,3 +1020,81 @@ fn run_d_on_a_busy_port_says_why() {
     assert!(row.contains("Exited (125)"), "{row}");
     drop(held);
 }
+
+/// The states (`R`, `S`, `Z`, …) of the children of process `pid`, from /proc (a zombie has
+/// left its cgroup, so the cgroup's list would not show it).
+fn child_states(pid: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) STATE PPID …: the fields after the last ')'
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1) == Some(&pid.to_string().as_str()) {
+            out.push(fields[0].to_string());
+        }
+    }
+    out
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn init_forwards_signals_and_reaps_zombies() {
+    let bed = Bed::new("init");
+    // An orphan that exits is handed to PID 1: `sleep` as PID 1 never reaps it (the control),
+    // img's --init does.
+    let orphan = "sh -c 'sleep 1 &'; echo spawned; exec sleep 600";
+    let without = bed.run_d(&[], &bed.busybox, &["sh", "-c", orphan]);
+    let with = bed.run_d(&["--init"], &bed.busybox, &["sh", "-c", orphan]);
+    for id in [&without, &with] {
+        bed.wait_log(id, "spawned", 1);
+    }
+    let pid1 = |id: &str| bed.state(id)["pid"].as_u64().expect("a pid");
+    let (plain, init) = (pid1(&without), pid1(&with));
+    wait_until("the zombie under a PID 1 that does not reap", 30, || {
+        child_states(plain).iter().any(|s| s == "Z")
+    });
+    // init's children: sleep only, once the orphan has come and been reaped
+    wait_until("--init to reap the orphan", 30, || {
+        child_states(init) == ["S"]
+    });
+
+    // stop: SIGTERM reaches the command through init at once (143), where a PID 1 shell that
+    // ignores it waits for the kill after the grace time (137)
+    assert_eq!(bed.ok(&["stop", "-t", "60", &with]), format!("{with}\n"));
+    assert_eq!(bed.state(&with)["exit_code"], 143);
+    let sh = bed.run_d(
+        &["--init"],
+        &bed.busybox,
+        &["sh", "-c", "echo up; while true; do sleep 1; done"],
+    );
+    bed.wait_log(&sh, "up", 1);
+    bed.ok(&["stop", "-t", "60", &sh]);
+    assert_eq!(bed.state(&sh)["exit_code"], 143);
+    bed.ok(&["stop", "-t", "1", &without]);
+    assert_eq!(bed.state(&without)["exit_code"], 137);
+
+    // the command's own code, and docker's 127, come through init
+    let run = bed.img(&["run", "--rm", "--init", &bed.busybox, "sh", "-c", "exit 3"]);
+    assert_eq!(run.code, 3, "{run}");
+    let run = bed.img(&["run", "--rm", "--init", &bed.busybox, "nosuchcmd"]);
+    assert_eq!(run.code, 127, "{run}");
+    // the container's processes cannot reach init's binary (the host's) through /proc/1
+    let run = bed.img(&[
+        "run",
+        "--rm",
+        "--init",
+        &bed.busybox,
+        "sh",
+        "-c",
+        "cat /proc/1/exe >/dev/null 2>&1 && echo reached || echo refused",
+    ]);
+    assert_eq!(run.stdout, "refused\n", "{run}");
+}

@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// (the default) shares the host's
     #[arg(long, value_name = "host|remap", value_parser = ["host", "remap"])]
     pub userns: Option<String>,
+    /// Run an init as PID 1 that forwards signals to the command and reaps zombies
+    /// (docker's --init; img's own init stays, no binary is added to the container)
+    #[arg(long)]
+    pub init: bool,
     /// Publish every port the image exposes, each on a random host port
     #[arg(short = 'P', long)]
     pub publish_all: bool,
@@ -301,6 +305,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         no_new_privileges: security.no_new_privileges,
         seccomp: security.seccomp,
         privileged: args.privileged,
+        init: args.init,
         remap: match args.userns.as_deref() {
             Some("remap") => Some(img_run::userns::remap_mappings(Path::new("/"))?),
             _ => None,
@@ -321,6 +326,9 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     }
 
     if let Some(bundle) = &args.bundle {
+        if args.init {
+            bail!("--init is img's own init, which a bundle run by another runtime does not have");
+        }
         return write_bundle(&store, &image, &options, bundle).map(|()| 0);
     }
 

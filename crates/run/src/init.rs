@@ -231,7 +231,16 @@ fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible
         seccomp: filter.as_ref(),
     };
     drop_privileges(kernel, &privileges)?;
-    crate::process::exec(&process.args().clone().unwrap_or_default(), &env)
+    let args = process.args().clone().unwrap_or_default();
+    let with_init = spec.annotations().as_ref().is_some_and(|a| {
+        a.get(crate::spec::INIT_ANNOTATION)
+            .is_some_and(|v| v == "true")
+    });
+    if with_init {
+        crate::process::exec_under_init(&args, &env)
+    } else {
+        crate::process::exec(&args, &env)
+    }
 }
 
 /// What the process keeps once init lets go.

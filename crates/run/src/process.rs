@@ -106,3 +106,56 @@ pub(crate) fn exec(args: &[String], env: &[String]) -> Result<std::convert::Infa
         },
     })
 }
+
+/// `--init` (docker's, tini's job): stay PID 1 and run the command as our child; forward to
+/// it every signal we get, reap every process the namespace hands us, and end with the
+/// command's status (128 + the signal when killed by one). Called with the container's
+/// privileges already dropped; we also make ourselves non-dumpable, so the container's
+/// processes cannot reach us (or our binary, the host's) through `/proc/1`.
+pub(crate) fn exec_under_init(args: &[String], env: &[String]) -> Result<std::convert::Infallible> {
+    // SAFETY: signal masks, fork, prctl, sigwaitinfo, waitpid and kill on plain values; the
+    // child only restores its mask and goes on to exec.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_BLOCK, &all, &mut old);
+        let child = libc::fork();
+        if child < 0 {
+            return Err(sys("fork for --init")(std::io::Error::last_os_error()));
+        }
+        if child == 0 {
+            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            return exec(args, env);
+        }
+        // The child's exec (or its report of why not) ends the parent's wait for a start.
+        close_one(crate::init::ERROR_FD);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        loop {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let sig = libc::sigwaitinfo(&all, &mut info);
+            if sig < 0 {
+                continue;
+            }
+            if sig != libc::SIGCHLD {
+                libc::kill(child, sig);
+                continue;
+            }
+            loop {
+                let mut status = 0;
+                let reaped = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                if reaped <= 0 {
+                    break;
+                }
+                if reaped == child {
+                    let code = if libc::WIFEXITED(status) {
+                        libc::WEXITSTATUS(status)
+                    } else {
+                        128 + libc::WTERMSIG(status)
+                    };
+                    std::process::exit(code);
+                }
+            }
+        }
+    }
+}

@@ -12,6 +12,8 @@ use crate::{Error, Result};
 /// The annotation carrying `--user` (or the image's `User`) until it is resolved against the
 /// image's `/etc/passwd` inside the container.
 pub const USER_ANNOTATION: &str = "io.img.user";
+/// The annotation that asks init to stay PID 1 (`--init`): `"true"`.
+pub const INIT_ANNOTATION: &str = "io.img.init";
 
 /// docker's default capability set.
 pub const DEFAULT_CAPS: [&str; 14] = crate::capabilities::DEFAULT;
@@ -233,6 +235,8 @@ pub struct RunOptions {
     /// `--userns=remap`: a user namespace mapping the container's ids (uids, gids) onto a
     /// subordinate range, so its root is an unprivileged id on the host.
     pub remap: Option<(Vec<crate::userns::IdMap>, Vec<crate::userns::IdMap>)>,
+    /// `--init`: init stays PID 1, forwarding signals to the command and reaping zombies.
+    pub init: bool,
 }
 
 /// Host files bind-mounted over the container's `/etc/hosts`, `/etc/hostname` and
@@ -329,6 +333,9 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
     spec["root"] = json!({"path": "rootfs", "readonly": opts.read_only});
     spec["hostname"] = json!(opts.hostname);
     spec["annotations"] = json!({ USER_ANNOTATION: user });
+    if opts.init {
+        spec["annotations"][INIT_ANNOTATION] = json!("true");
+    }
     let mut mounts: Vec<Value> = spec["mounts"]
         .as_array()
         .cloned()
