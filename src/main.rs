@@ -73,6 +73,8 @@ enum Command {
     Kill(commands::container::KillArgs),
     /// Remove containers
     Rm(commands::container::RmArgs),
+    /// Run a command in a running container
+    Exec(commands::container::ExecArgs),
     /// List a container's published ports
     Port(commands::container::PortArgs),
     /// Wait for containers to stop; print their exit codes
@@ -89,6 +91,12 @@ enum Command {
     Supervise {
         /// The container's directory
         dir: std::path::PathBuf,
+    },
+    /// (internal) a process joining a running container (`img exec`)
+    #[command(name = "__exec", hide = true)]
+    ExecInside {
+        /// The exec's config, removed once read
+        config: std::path::PathBuf,
     },
     /// (internal) a container's first process
     #[command(name = "__init", hide = true)]
@@ -140,6 +148,8 @@ enum ContainerCommand {
     Kill(commands::container::KillArgs),
     /// Print a container's output
     Logs(commands::container::LogsArgs),
+    /// Run a command in a running container
+    Exec(commands::container::ExecArgs),
     /// List a container's published ports
     Port(commands::container::PortArgs),
     /// Wait for containers to stop
@@ -231,6 +241,10 @@ fn main() -> ExitCode {
             commands::container::run_kill(g, a)
         }
         Command::Container(ContainerCommand::Inspect(a)) => commands::container::run_inspect(g, a),
+        Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
+            commands::container::run_exec(g, a)
+        }
+        Command::ExecInside { config } => img_run::exec::main(&config),
         Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
             commands::container::run_port(g, a)
         }

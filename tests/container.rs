@@ -1098,3 +1098,127 @@ fn init_forwards_signals_and_reaps_zombies() {
     ]);
     assert_eq!(run.stdout, "refused\n", "{run}");
 }
+
+/// The lines of /proc/PID/status naming the process's confinement, and the namespaces it is
+/// in (readlink of /proc/PID/ns/*), as `KEY VALUE` lines.
+const CONFINEMENT: &str = "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; \
+     for n in cgroup ipc mnt net pid uts user; do echo \"$n $(readlink /proc/self/ns/$n)\"; done";
+
+/// What [`CONFINEMENT`] prints, read from the host for process `pid`.
+fn confinement_of(pid: u64) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mut out: Vec<String> = status
+        .lines()
+        .filter(|l| {
+            [
+                "CapInh",
+                "CapPrm",
+                "CapEff",
+                "CapBnd",
+                "CapAmb",
+                "NoNewPrivs",
+                "Seccomp",
+            ]
+            .iter()
+            .any(|k| l.starts_with(&format!("{k}:")))
+        })
+        .map(str::to_string)
+        .collect();
+    for n in ["cgroup", "ipc", "mnt", "net", "pid", "uts", "user"] {
+        let link = fs::read_link(format!("/proc/{pid}/ns/{n}")).unwrap();
+        out.push(format!("{n} {}", link.display()));
+    }
+    out.join("\n") + "\n"
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn exec_joins_a_running_container_with_its_confinement() {
+    let bed = Bed::new("exec");
+    let id = bed.run_d(&["--name", "cache"], &bed.redis, &[]);
+    bed.wait_log(&id, "Ready to accept connections", 1);
+    assert_eq!(bed.ok(&["exec", "cache", "redis-cli", "ping"]), "PONG\n");
+
+    // the same capabilities, seccomp, no_new_privs and namespaces as the container's PID 1
+    let pid = bed.state(&id)["pid"].as_u64().unwrap();
+    let inside = bed.ok(&["exec", "cache", "sh", "-c", CONFINEMENT]);
+    assert_eq!(
+        inside.replace('\t', " "),
+        confinement_of(pid).replace('\t', " ")
+    );
+    // …and its cgroup: a detached exec's process is among the cgroup's
+    bed.ok(&["exec", "-d", "cache", "sleep", "600"]);
+    let procs = cgroup_dirs(&id)
+        .into_iter()
+        .map(|d| d.join("cgroup.procs"))
+        .find(|p| p.exists())
+        .expect("the container's cgroup");
+    let mut sleep = String::new();
+    wait_until(
+        "the detached exec to be in the container's cgroup",
+        30,
+        || {
+            let text = fs::read_to_string(&procs).unwrap();
+            sleep = text
+                .lines()
+                .find(|p| {
+                    fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep")
+                })
+                .unwrap_or_default()
+                .to_string();
+            !sleep.is_empty()
+        },
+    );
+
+    // nothing of ours inside: it holds only 0–2, its exe is the container's own, and its
+    // parent is outside the PID namespace (no /proc/PPID/exe leads to our binary)
+    let mut fds: Vec<String> = fs::read_dir(format!("/proc/{sleep}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, ["0", "1", "2"]);
+    assert_eq!(
+        fs::read_link(format!("/proc/{sleep}/exe")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    assert_eq!(bed.ok(&["exec", "cache", "sh", "-c", "echo $PPID"]), "0\n");
+
+    // -e, -w, -u, and docker's exit codes
+    assert_eq!(
+        bed.ok(&[
+            "exec",
+            "-e",
+            "A=1",
+            "-w",
+            "/tmp",
+            "-u",
+            "999",
+            "cache",
+            "sh",
+            "-c",
+            "echo $A; pwd; id -u"
+        ]),
+        "1\n/tmp\n999\n"
+    );
+    for (cmd, code) in [
+        (&["sh", "-c", "exit 5"][..], 5),
+        (&["nosuchcmd"][..], 127),
+        (&["/etc/passwd"][..], 126),
+    ] {
+        let mut args = vec!["exec", "cache"];
+        args.extend(cmd);
+        let run = bed.img(&args);
+        assert_eq!(run.code, code, "{run}");
+    }
+    bed.ok(&["stop", "cache"]);
+    let (code, err) = bed.root.fails(&["exec", "cache", "true"]);
+    assert_eq!(code, 1);
+    assert!(
+        assert_one_error_line(&err).contains("is not running"),
+        "{err}"
+    );
+}

@@ -76,6 +76,34 @@ pub struct LogsArgs {
     pub container: String,
 }
 
+/// Arguments of `img exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// A terminal for the command
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Run it in the background
+    #[arg(short, long)]
+    pub detach: bool,
+    /// The user (name or uid[:gid]) instead of the container's
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass ours on)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// The working directory instead of the container's
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// The container
+    pub container: String,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
 /// Arguments of `img port`.
 #[derive(Debug, Args)]
 pub struct PortArgs {
@@ -712,4 +740,111 @@ pub fn run_rename(global: &Global, args: RenameArgs) -> Result<ExitCode> {
     state.name = args.new_name;
     state.save(&dir)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run `img exec`: the command in the running container, with its confinement (see
+/// `img_run::exec`); exits with the command's code.
+pub fn run_exec(global: &Global, args: ExecArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let root = root(global)?;
+    let (dir, state) = find(&root, &args.container)?;
+    let pid = match state.pid {
+        Some(pid) if state.is_running() => pid,
+        _ => bail!("container {} is not running", args.container),
+    };
+    if args.tty && !args.detach && !std::io::stdin().is_terminal() {
+        bail!("the input device is not a TTY (-t needs a terminal on stdin)");
+    }
+    let env = args
+        .env
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some(_) => e.clone(),
+            None => format!("{e}={}", std::env::var(e).unwrap_or_default()),
+        })
+        .collect();
+    let config = img_run::exec::ExecConfig {
+        id: state.id.clone(),
+        spec: dir.join("config.json"),
+        pid: pid.pid,
+        start_time: pid.start_time,
+        args: args.command.clone(),
+        env,
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
+        tty: args.tty && !args.detach,
+    };
+    let path = dir.join(format!(".exec-{}.json", std::process::id()));
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.write_all(&serde_json::to_vec(&config)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let exe = std::env::current_exe().context("finding our own binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__exec").arg(&path);
+    if args.detach {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setsid between fork and exec: it outlives us in its own session.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        cmd.spawn().context("starting img __exec")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut console = None;
+    if config.tty {
+        let (ours, theirs) = img_run::tty::console_socket()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+        // SAFETY: dup2 between fork and exec, onto the descriptor __exec reads.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, img_run::init::CONSOLE_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        console = Some((ours, theirs));
+    } else if !args.interactive {
+        cmd.stdin(Stdio::null());
+    }
+    img_run::runtime::block_signals();
+    let mut child = cmd.spawn().context("starting img __exec")?;
+    let mut output = None;
+    let mut _raw = None;
+    match console {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            let master = img_run::tty::receive_master(&ours)?;
+            img_run::tty::resize(&master);
+            _raw = Some(img_run::tty::RawMode::enter());
+            let winch = master.try_clone().context("pty")?;
+            img_run::runtime::forward_signals(
+                child.id(),
+                Some(Box::new(move || img_run::tty::resize(&winch))),
+            );
+            output = Some(img_run::tty::proxy(master)?);
+        }
+        None => img_run::runtime::forward_signals(child.id(), None),
+    }
+    let status = child.wait().context("waiting for img __exec")?;
+    if let Some(out) = output {
+        let _ = out.join();
+    }
+    let code = status.code().unwrap_or(125);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(125)))
 }

@@ -243,12 +243,12 @@ fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible
     }
 }
 
-/// What the process keeps once init lets go.
-struct Privileges<'a> {
-    caps: LinuxCapabilities,
-    no_new_privileges: bool,
-    user: &'a User,
-    seccomp: Option<&'a crate::seccomp::Filter>,
+/// What the process keeps once init lets go (and what `exec`'s process gets).
+pub(crate) struct Privileges<'a> {
+    pub(crate) caps: LinuxCapabilities,
+    pub(crate) no_new_privileges: bool,
+    pub(crate) user: &'a User,
+    pub(crate) seccomp: Option<&'a crate::seccomp::Filter>,
 }
 
 /// runc's order: `no_new_privs`; without it, seccomp while we still hold CAP_SYS_ADMIN
@@ -257,7 +257,7 @@ struct Privileges<'a> {
 /// capabilities only from file capabilities at exec, within the bounding set, as with
 /// docker); with `no_new_privs`, seccomp as late as possible; then every descriptor from 3 up
 /// close-on-exec.
-fn drop_privileges(sys: &dyn Syscall, p: &Privileges<'_>) -> Result<()> {
+pub(crate) fn drop_privileges(sys: &dyn Syscall, p: &Privileges<'_>) -> Result<()> {
     if p.no_new_privileges {
         sys.set_no_new_privs()?;
     }

@@ -10,6 +10,7 @@ pub mod capabilities;
 pub mod cgroup;
 pub mod devices;
 mod error;
+pub mod exec;
 pub mod idmap;
 pub mod init;
 pub mod ports;
