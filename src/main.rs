@@ -75,6 +75,10 @@ enum Command {
     Rm(commands::container::RmArgs),
     /// Run a command in a running container
     Exec(commands::container::ExecArgs),
+    /// A running container's processes (the host's ps)
+    Top(commands::container::TopArgs),
+    /// Live CPU, memory, network and pids of running containers
+    Stats(commands::container::StatsArgs),
     /// List a container's published ports
     Port(commands::container::PortArgs),
     /// Wait for containers to stop; print their exit codes
@@ -150,6 +154,10 @@ enum ContainerCommand {
     Logs(commands::container::LogsArgs),
     /// Run a command in a running container
     Exec(commands::container::ExecArgs),
+    /// A running container's processes
+    Top(commands::container::TopArgs),
+    /// Live resource use of containers
+    Stats(commands::container::StatsArgs),
     /// List a container's published ports
     Port(commands::container::PortArgs),
     /// Wait for containers to stop
@@ -245,6 +253,12 @@ fn main() -> ExitCode {
             commands::container::run_exec(g, a)
         }
         Command::ExecInside { config } => img_run::exec::main(&config),
+        Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => {
+            commands::container::run_top(g, a)
+        }
+        Command::Stats(a) | Command::Container(ContainerCommand::Stats(a)) => {
+            commands::container::run_stats(g, a)
+        }
         Command::Port(a) | Command::Container(ContainerCommand::Port(a)) => {
             commands::container::run_port(g, a)
         }

@@ -1222,3 +1222,68 @@ fn exec_joins_a_running_container_with_its_confinement() {
         "{err}"
     );
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn top_and_stats_show_the_containers_processes_and_cgroup() {
+    let bed = Bed::new("top-stats");
+    let id = bed.run_d(
+        &["--name", "busy", "-m", "64m"],
+        &bed.busybox,
+        &["sh", "-c", "sleep 600 & echo up; wait"],
+    );
+    bed.wait_log(&id, "up", 1);
+    let pid = bed.state(&id)["pid"].as_u64().unwrap();
+
+    // top: the host's ps, only the container's processes (its shell and its sleep)
+    let top = bed.ok(&["top", "busy", "-o", "pid,comm"]);
+    let rows: Vec<(String, String)> = top
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            (
+                f.next().unwrap().to_string(),
+                f.next().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{top}");
+    assert!(rows.contains(&(pid.to_string(), "sh".into())), "{top}");
+    assert!(rows.iter().any(|(_, c)| c == "sleep"), "{top}");
+    assert!(
+        top.starts_with("  PID COMMAND") || top.starts_with("PID"),
+        "{top}"
+    );
+
+    // stats: the limit and the pids as the cgroup has them
+    let stats = bed.ok(&["stats", "--no-stream", "busy"]);
+    let header = stats.lines().next().unwrap();
+    for col in [
+        "CONTAINER ID",
+        "NAME",
+        "CPU %",
+        "MEM USAGE / LIMIT",
+        "MEM %",
+        "NET I/O",
+        "PIDS",
+    ] {
+        assert!(header.contains(col), "{stats}");
+    }
+    let row = stats.lines().nth(1).expect("a row");
+    assert!(row.starts_with(&id[..12]), "{stats}");
+    assert!(row.contains(" / 64.00MiB"), "{stats}");
+    assert!(
+        row.split_whitespace()
+            .nth(2)
+            .is_some_and(|c| c.ends_with('%')),
+        "{stats}"
+    );
+    assert_eq!(row.split_whitespace().last(), Some("2"), "{stats}");
+    bed.ok(&["stop", "-t", "1", "busy"]);
+    let (_, err) = bed.root.fails(&["top", "busy"]);
+    assert!(assert_one_error_line(&err).contains("is not running"));
+}

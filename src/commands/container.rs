@@ -104,6 +104,26 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// Arguments of `img top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The container
+    pub container: String,
+    /// Options for ps (default -ef), as docker passes them
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_options: Vec<String>,
+}
+
+/// Arguments of `img stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one table and end (default: refresh every second)
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Containers (default: every running one)
+    pub containers: Vec<String>,
+}
+
 /// Arguments of `img port`.
 #[derive(Debug, Args)]
 pub struct PortArgs {
@@ -847,4 +867,193 @@ pub fn run_exec(global: &Global, args: ExecArgs) -> Result<ExitCode> {
     }
     let code = status.code().unwrap_or(125);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(125)))
+}
+
+/// Run `img top`: the host's `ps` (default `-ef`), only the container's processes (those of
+/// its cgroup), as docker does.
+pub fn run_top(global: &Global, args: TopArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    let (_, state) = find(&root, &args.container)?;
+    if !state.is_running() {
+        bail!("container {} is not running", args.container);
+    }
+    let pids = img_run::cgroup::Cgroup::existing(&state.id).pids();
+    let options = if args.ps_options.is_empty() {
+        vec!["-ef".to_string()]
+    } else {
+        args.ps_options.clone()
+    };
+    let out = Command::new("ps")
+        .args(&options)
+        .output()
+        .context("running ps (Debian's procps)")?;
+    if !out.status.success() {
+        bail!(
+            "ps {}: {}",
+            options.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let column = header
+        .split_whitespace()
+        .position(|c| c == "PID")
+        .with_context(|| format!("ps {} prints no PID column", options.join(" ")))?;
+    println!("{header}");
+    for line in lines {
+        let pid = line
+            .split_whitespace()
+            .nth(column)
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            println!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// docker's binary sizes for stats: `1.5MiB`.
+fn binary_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < units.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.2}{}", units[unit])
+    }
+}
+
+/// Bytes received and sent on the interfaces of process `pid`'s network namespace, `lo`
+/// left out (as docker counts).
+fn net_io(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            if name.trim() == "lo" {
+                return None;
+            }
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            Some((*f.first()?, *f.get(8)?))
+        })
+        .fold((0, 0), |(r, t), (a, b)| (r + a, t + b))
+}
+
+/// Run `img stats`: CPU %, memory usage / limit, network and pids of running containers, from
+/// their cgroups (v1, v2 or hybrid) and /proc.
+pub fn run_stats(global: &Global, args: StatsArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    let total_memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    let pick = || -> Result<Vec<ContainerState>> {
+        if args.containers.is_empty() {
+            Ok(ContainerState::list(&root)
+                .into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| s.is_running())
+                .collect())
+        } else {
+            args.containers
+                .iter()
+                .map(|c| Ok(find(&root, c)?.1))
+                .collect()
+        }
+    };
+    let sample = |list: &[ContainerState]| -> Vec<img_run::cgroup::Usage> {
+        list.iter()
+            .map(|s| img_run::cgroup::Cgroup::existing(&s.id).usage())
+            .collect()
+    };
+    let interval = Duration::from_millis(if args.no_stream { 500 } else { 1000 });
+    let mut list = pick()?;
+    let mut before = sample(&list);
+    let mut at = Instant::now();
+    loop {
+        std::thread::sleep(interval);
+        let now = sample(&list);
+        let elapsed = at.elapsed().as_nanos().max(1) as f64;
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .zip(before.iter().zip(&now))
+            .map(|(s, (a, b))| {
+                let running = s.is_running();
+                let cpu = match (a.cpu_ns, b.cpu_ns, running) {
+                    (Some(x), Some(y), true) => {
+                        format!("{:.2}%", y.saturating_sub(x) as f64 / elapsed * 100.0)
+                    }
+                    _ => "--".into(),
+                };
+                let limit = b.memory_limit.unwrap_or(total_memory);
+                let (mem, mem_pct) = match (b.memory, running) {
+                    (Some(m), true) => (
+                        format!("{} / {}", binary_size(m), binary_size(limit)),
+                        format!("{:.2}%", m as f64 / limit.max(1) as f64 * 100.0),
+                    ),
+                    _ => ("-- / --".into(), "--".into()),
+                };
+                let net = match s.pid {
+                    Some(p) if running => {
+                        let (rx, tx) = net_io(p.pid);
+                        format!("{} / {}", output::size(rx), output::size(tx))
+                    }
+                    _ => "-- / --".into(),
+                };
+                vec![
+                    s.id[..12].to_string(),
+                    s.name.clone(),
+                    cpu,
+                    mem,
+                    mem_pct,
+                    net,
+                    b.pids
+                        .filter(|_| running)
+                        .map_or("--".into(), |p| p.to_string()),
+                ]
+            })
+            .collect();
+        if !args.no_stream {
+            // docker's refresh: clear the screen, home the cursor
+            print!("\x1b[2J\x1b[H");
+        }
+        output::table(
+            &[
+                "CONTAINER ID",
+                "NAME",
+                "CPU %",
+                "MEM USAGE / LIMIT",
+                "MEM %",
+                "NET I/O",
+                "PIDS",
+            ],
+            &rows,
+        );
+        if args.no_stream {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::io::stdout().flush().ok();
+        if args.containers.is_empty() {
+            list = pick()?;
+            before = sample(&list);
+        } else {
+            before = now;
+        }
+        at = Instant::now();
+    }
 }

@@ -19,6 +19,19 @@ pub struct Cgroup {
     pub unified: bool,
 }
 
+/// A cgroup's usage; `None` where its controller is missing (or sets no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// CPU time used, nanoseconds.
+    pub cpu_ns: Option<u64>,
+    /// Memory in use, bytes.
+    pub memory: Option<u64>,
+    /// The memory limit, bytes.
+    pub memory_limit: Option<u64>,
+    /// Processes (and threads) in it.
+    pub pids: Option<u64>,
+}
+
 /// A mounted cgroup v1 hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Hierarchy {
@@ -284,6 +297,56 @@ impl Cgroup {
             }
         }
         removed
+    }
+
+    /// What the cgroup has used so far (`img stats`), as far as its controllers say.
+    pub fn usage(&self) -> Usage {
+        let read = |dir: Option<&Path>, file: &str| -> Option<String> {
+            dir.and_then(|d| std::fs::read_to_string(d.join(file)).ok())
+        };
+        let number = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+        let key = |text: Option<String>, key: &str| {
+            text.and_then(|t| {
+                t.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == key).then(|| v.trim().parse::<u64>().ok())?
+                })
+            })
+        };
+        if self.unified {
+            let dir = self.dirs.first().map(PathBuf::as_path);
+            return Usage {
+                cpu_ns: key(read(dir, "cpu.stat"), "usage_usec").map(|u| u * 1000),
+                memory: number(read(dir, "memory.current")),
+                // "max" does not parse: no limit
+                memory_limit: number(read(dir, "memory.max")),
+                pids: number(read(dir, "pids.current")),
+            };
+        }
+        let memory = self.dir_of("memory");
+        // v1 says "no limit" with a huge number (PAGE_COUNTER_MAX pages)
+        let limit = number(read(memory, "memory.limit_in_bytes")).filter(|l| *l < 1 << 62);
+        Usage {
+            cpu_ns: number(read(self.dir_of("cpuacct"), "cpuacct.usage")),
+            memory: number(read(memory, "memory.usage_in_bytes")),
+            memory_limit: limit,
+            pids: number(read(self.dir_of("pids"), "pids.current")),
+        }
+    }
+
+    /// The pids of the cgroup's processes (`img top`).
+    pub fn pids(&self) -> Vec<u32> {
+        let dir = if self.unified {
+            self.dirs.first().map(PathBuf::as_path)
+        } else {
+            self.dir_of("pids")
+                .or(self.dirs.first().map(PathBuf::as_path))
+        };
+        dir.and_then(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
     }
 
     /// Move a process (and its future children) into the cgroup.
