@@ -1287,3 +1287,46 @@ fn top_and_stats_show_the_containers_processes_and_cgroup() {
     let (_, err) = bed.root.fails(&["top", "busy"]);
     assert!(assert_one_error_line(&err).contains("is not running"));
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn stop_signal_stop_timeout_and_labels_are_kept() {
+    let bed = Bed::new("stop-signal");
+    let id = bed.run_d(
+        &[
+            "--stop-signal",
+            "USR1",
+            "--stop-timeout",
+            "60",
+            "-l",
+            "team=a",
+            "--label",
+            "tier",
+        ],
+        &bed.busybox,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 9' USR1; echo up; while true; do sleep 1; done",
+        ],
+    );
+    bed.wait_log(&id, "up", 1);
+    // SIGUSR1, which the shell traps: 9, not the 137 of a kill after the grace time
+    bed.ok(&["stop", &id]);
+    assert_eq!(bed.state(&id)["exit_code"], 9);
+    let inspect = bed.root.json(&["container", "inspect", "--json", &id]);
+    assert_eq!(
+        inspect["Config"]["Labels"],
+        serde_json::json!({"team": "a", "tier": ""})
+    );
+    assert_eq!(inspect["Config"]["StopSignal"], "USR1");
+    assert_eq!(inspect["Config"]["StopTimeout"], 60);
+    // -s on stop overrides it
+    bed.ok(&["start", &id]);
+    bed.wait_log(&id, "up", 2);
+    bed.ok(&["stop", "-s", "KILL", &id]);
+    assert_eq!(bed.state(&id)["exit_code"], 137);
+}

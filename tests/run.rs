@@ -928,3 +928,70 @@ fn run_of_an_image_not_stored_says_what_docker_says() {
     again.assert_ok();
     assert_eq!(again.stderr, "", "{again}");
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn env_file_add_host_and_tmpfs_as_docker_has_them() {
+    let bed = Bed::new("run-flags");
+    let env_file = bed.root.path.join("vars.env");
+    fs::create_dir_all(&bed.root.path).unwrap();
+    fs::write(&env_file, "# a comment\nA=1\n\nB=two words\nC=from file\n").unwrap();
+    let env_file = env_file.to_str().unwrap();
+    let run = bed.run_rm(
+        &[
+            "--env-file",
+            env_file,
+            "-e",
+            "C=flag wins",
+            "--add-host",
+            "db:10.0.0.5",
+            "--add-host",
+            "v6=[fd00::1]",
+            "--tmpfs",
+            "/scratch",
+            "--tmpfs",
+            "/fast:exec,size=1m",
+        ],
+        &[
+            "sh",
+            "-c",
+            "echo \"$A|$B|$C\"; grep -E 'db|v6' /etc/hosts; \
+             grep -E ' /(scratch|fast) ' /proc/mounts | cut -d' ' -f2,4",
+        ],
+    );
+    run.assert_ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "1|two words|flag wins", "{run}");
+    assert_eq!(&lines[1..3], ["10.0.0.5\tdb", "fd00::1\tv6"], "{run}");
+    let scratch = lines
+        .iter()
+        .find(|l| l.starts_with("/scratch "))
+        .expect("/scratch");
+    for o in ["nosuid", "nodev", "noexec"] {
+        assert!(scratch.contains(o), "{scratch}");
+    }
+    let fast = lines
+        .iter()
+        .find(|l| l.starts_with("/fast "))
+        .expect("/fast");
+    assert!(
+        !fast.contains("noexec") && fast.contains("size=1024k"),
+        "{fast}"
+    );
+
+    for (flags, wanted) in [
+        (
+            &["--env-file", "/nonexistent/vars"][..],
+            "/nonexistent/vars",
+        ),
+        (&["--add-host", "nohost"][..], "--add-host"),
+        (&["--tmpfs", "relative"][..], "--tmpfs"),
+    ] {
+        let run = bed.run_rm(flags, &["true"]);
+        assert_eq!(run.code, 125, "{run}");
+        assert!(assert_one_error_line(&run.stderr).contains(wanted), "{run}");
+    }
+}

@@ -39,9 +39,13 @@ pub struct Names {
 /// Arguments of `img stop`.
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Seconds to wait after SIGTERM before SIGKILL
-    #[arg(short, long, default_value_t = 10)]
-    pub time: u64,
+    /// Seconds to wait after the stop signal before SIGKILL (default: the container's
+    /// --stop-timeout, else 10)
+    #[arg(short, long)]
+    pub time: Option<u64>,
+    /// The signal sent first (default: the container's --stop-signal, else SIGTERM)
+    #[arg(short, long)]
+    pub signal: Option<String>,
     #[command(flatten)]
     pub names: Names,
 }
@@ -437,9 +441,14 @@ pub fn run_stop(global: &Global, args: StopArgs) -> Result<ExitCode> {
         if state.status != "running" {
             return Ok(());
         }
-        match send(what, &state, libc::SIGTERM)? {
+        let signal = match args.signal.as_ref().or(state.stop_signal.as_ref()) {
+            Some(s) => signal_number(s)?,
+            None => libc::SIGTERM,
+        };
+        let grace = args.time.or(state.stop_timeout).unwrap_or(10);
+        match send(what, &state, signal)? {
             Sent::Yes => {
-                if !wait_exit(&dir, Duration::from_secs(args.time)) {
+                if !wait_exit(&dir, Duration::from_secs(grace)) {
                     match send(what, &state, libc::SIGKILL)? {
                         Sent::Yes => {
                             wait_exit(&dir, Duration::from_secs(10));
@@ -608,6 +617,9 @@ pub fn run_inspect(global: &Global, args: InspectArgs) -> Result<ExitCode> {
             "User": spec["annotations"][img_run::spec::USER_ANNOTATION],
             "Hostname": spec["hostname"],
             "Tty": spec["process"]["terminal"],
+            "Labels": state.labels,
+            "StopSignal": state.stop_signal,
+            "StopTimeout": state.stop_timeout,
         },
         "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind" && !ETC_BINDS.contains(&m["destination"].as_str().unwrap_or_default())).cloned().collect::<Vec<_>>()),
         "HostConfig": {

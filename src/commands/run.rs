@@ -36,6 +36,24 @@ pub struct RunArgs {
     /// (docker's --init; img's own init stays, no binary is added to the container)
     #[arg(long)]
     pub init: bool,
+    /// Read environment variables from a file (KEY=VALUE lines; # comments)
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Add a line to /etc/hosts: HOST:IP
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_host: Vec<String>,
+    /// Set a label on the container: KEY=VALUE
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// The signal `img stop` sends first (default: the image's StopSignal, else SIGTERM)
+    #[arg(long = "stop-signal", value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Seconds `img stop` waits before SIGKILL (default 10)
+    #[arg(long = "stop-timeout", value_name = "SECONDS")]
+    pub stop_timeout: Option<u64>,
+    /// Mount a tmpfs: PATH[:OPTIONS] (docker's default options rw,noexec,nosuid,size=65536k)
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
     /// Publish every port the image exposes, each on a random host port
     #[arg(short = 'P', long)]
     pub publish_all: bool,
@@ -112,7 +130,7 @@ pub struct RunArgs {
 }
 
 /// Options of `img run` that take a value (so the scanner below knows where the image is).
-const VALUE_OPTIONS: [&str; 32] = [
+const VALUE_OPTIONS: [&str; 39] = [
     "--cap-add",
     "--cap-drop",
     "--security-opt",
@@ -145,6 +163,13 @@ const VALUE_OPTIONS: [&str; 32] = [
     "-p",
     "--publish",
     "--userns",
+    "--env-file",
+    "--add-host",
+    "-l",
+    "--label",
+    "--stop-signal",
+    "--stop-timeout",
+    "--tmpfs",
 ];
 
 /// docker spells `--volume` as `-v`, which is our global `--verbose` everywhere else: among
@@ -282,10 +307,21 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     } else {
         Network::Private
     };
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        env.extend(read_env_file(file)?);
+    }
+    env.extend(args.env.iter().cloned());
     let options = RunOptions {
         cmd: args.command.clone(),
         entrypoint: args.entrypoint.clone(),
-        env: args.env.clone(),
+        env,
+        add_hosts: args
+            .add_host
+            .iter()
+            .map(|h| parse_add_host(h))
+            .collect::<Result<_>>()?,
+        tmpfs: args.tmpfs.clone(),
         workdir: args.workdir.clone(),
         user: args.user.clone(),
         hostname: args.hostname.clone().unwrap_or_else(|| short.clone()),
@@ -377,6 +413,22 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         network,
         auto_remove: args.rm,
         lowers,
+        labels: args
+            .label
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l.clone(), String::new()),
+            })
+            .collect(),
+        stop_signal: args.stop_signal.clone().or_else(|| {
+            image
+                .config
+                .config()
+                .as_ref()
+                .and_then(|c| c.stop_signal().clone())
+        }),
+        stop_timeout: args.stop_timeout,
     };
     state.save(&dir)?;
     drop(creating);
@@ -436,9 +488,12 @@ fn write_etc_files(options: &RunOptions, dir: &Path) -> Result<EtcFiles> {
         hostname: dir.join("hostname"),
         resolv_conf: dir.join("resolv.conf"),
     };
-    let hosts = format!(
+    let mut hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
     );
+    for (host, ip) in &options.add_hosts {
+        hosts.push_str(&format!("{ip}\t{host}\n"));
+    }
     let resolv = match network {
         Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         Network::Private => String::new(),
@@ -528,4 +583,41 @@ fn exposed_ports(image: &img_store::Image) -> Result<Vec<Port>> {
         .iter()
         .map(|p| Port::parse(p).with_context(|| "publishing the image's exposed ports (-P)"))
         .collect()
+}
+
+/// `--env-file`: `KEY=VALUE` lines (a bare `KEY` takes our value, as docker does); blank
+/// lines and `#` comments skipped.
+fn read_env_file(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the env file {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line.split('=').next().unwrap_or_default();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            bail!(
+                "{}:{}: invalid variable name {key:?}",
+                path.display(),
+                n + 1
+            );
+        }
+        out.push(line.to_string());
+    }
+    Ok(out)
+}
+
+/// `--add-host HOST:IP` (docker also takes `HOST=IP`); the IP may be IPv6.
+fn parse_add_host(text: &str) -> Result<(String, String)> {
+    let (host, ip) = text
+        .split_once('=')
+        .or_else(|| text.split_once(':'))
+        .with_context(|| format!("invalid --add-host {text:?}: expected HOST:IP"))?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
+        bail!("invalid --add-host {text:?}: expected HOST:IP");
+    }
+    Ok((host.to_string(), ip.to_string()))
 }

@@ -237,6 +237,10 @@ pub struct RunOptions {
     pub remap: Option<(Vec<crate::userns::IdMap>, Vec<crate::userns::IdMap>)>,
     /// `--init`: init stays PID 1, forwarding signals to the command and reaping zombies.
     pub init: bool,
+    /// `--add-host`: (host, ip) lines added to `/etc/hosts`.
+    pub add_hosts: Vec<(String, String)>,
+    /// `--tmpfs PATH[:OPTIONS]`.
+    pub tmpfs: Vec<String>,
 }
 
 /// Host files bind-mounted over the container's `/etc/hosts`, `/etc/hostname` and
@@ -364,6 +368,25 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
     mounts.push(bind(&etc.resolv_conf, "/etc/resolv.conf", false));
     for v in &opts.volumes {
         mounts.push(bind(&v.host, &v.container, v.read_only));
+    }
+    for t in &opts.tmpfs {
+        let (path, given) = t.split_once(':').unwrap_or((t, ""));
+        if !path.starts_with('/') {
+            return Err(Error::Config(format!(
+                "invalid --tmpfs {t:?}: the path must be absolute"
+            )));
+        }
+        // docker's: nosuid, nodev, noexec unless the options say suid, dev or exec
+        let given: Vec<&str> = given.split(',').filter(|o| !o.is_empty()).collect();
+        let mut options: Vec<&str> = [("suid", "nosuid"), ("dev", "nodev"), ("exec", "noexec")]
+            .into_iter()
+            .filter(|(on, _)| !given.contains(on))
+            .map(|(_, off)| off)
+            .collect();
+        options.extend(given);
+        mounts.push(
+            json!({"destination": path, "type": "tmpfs", "source": "tmpfs", "options": options}),
+        );
     }
     spec["mounts"] = json!(mounts);
     let mut namespaces = vec![

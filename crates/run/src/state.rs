@@ -131,6 +131,15 @@ pub struct ContainerState {
     pub auto_remove: bool,
     /// Its snapshot directories (lower layers), base first.
     pub lowers: Vec<PathBuf>,
+    /// `--label KEY=VALUE`s.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The signal `img stop` sends first (`--stop-signal`, else the image's `StopSignal`).
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// Seconds `img stop` waits before SIGKILL when `-t` is not given (`--stop-timeout`).
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
 }
 
 /// Check a container name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
