@@ -54,9 +54,11 @@ fn global_flags_go_before_or_after_the_subcommand() {
     assert_eq!(a.stdout, b.stdout);
     let records: serde_json::Value = serde_json::from_str(&a.stdout).unwrap();
     assert_eq!(records[0]["name"], busybox.as_str());
+    // docker's -q: image IDs (the config digest, 12 digits)
     let q = root.run_raw(&["-q", "images", "--root", r], &[]);
     q.assert_ok();
-    assert_eq!(q.stdout, format!("{busybox}\n"));
+    let config = records[0]["config"].as_str().unwrap();
+    assert_eq!(q.stdout, format!("{}\n", &config["sha256:".len()..][..12]));
 }
 
 #[test]

@@ -128,15 +128,26 @@ impl Bed {
         let args: &[&str] = if all { &["ps", "-a"] } else { &["ps"] };
         let out = self.ok(args);
         let header = out.lines().next().unwrap_or_default();
-        for col in [
-            "CONTAINER ID",
-            "NAME",
-            "IMAGE",
-            "COMMAND",
-            "STATUS",
-            "CREATED",
-            "PORTS",
-        ] {
+        // docker's columns, in docker's order
+        let columns: Vec<&str> = header
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "PORTS",
+                "NAMES"
+            ],
+            "{out}"
+        );
+        for col in ["CONTAINER ID"] {
             assert!(header.contains(col), "ps header lacks {col}: {out}");
         }
         out.lines()
@@ -329,13 +340,14 @@ fn redis_serves_a_published_port_through_stop_start_and_rm() {
     let row = bed
         .ps_row(false, &id)
         .expect("ps lists the running container");
-    assert!(row.contains(" cache "), "{row}");
+    assert!(row.trim_end().ends_with(" cache"), "{row}");
     assert!(row.contains(&bed.redis), "{row}");
     assert!(row.contains("\"redis-server\""), "{row}");
     assert!(row.contains("Up "), "{row}");
     assert!(
-        row.trim_end()
-            .ends_with(&format!("0.0.0.0:{port}->6379/tcp, [::]:{port}->6379/tcp")),
+        row.contains(&format!(
+            "0.0.0.0:{port}->6379/tcp, [::]:{port}->6379/tcp   cache"
+        )),
         "{row}"
     );
     assert_eq!(bed.ps_quiet(&[]), vec![id[..12].to_string()]);
@@ -467,7 +479,7 @@ fn a_detached_containers_output_and_exit_code_are_kept() {
     assert!(bed.ps_row(false, &id).is_none());
     let row = bed.ps_row(true, &id).expect("ps -a lists it");
     assert!(row.contains("Exited (3)"), "{row}");
-    assert!(row.contains(" job "), "{row}");
+    assert!(row.trim_end().ends_with(" job"), "{row}");
     assert_eq!(bed.ps_quiet(&["-a"]), vec![id[..12].to_string()]);
     // `-q` before the subcommand works too
     assert_eq!(bed.ok(&["-q", "ps", "-a"]), format!("{}\n", &id[..12]));
@@ -956,7 +968,12 @@ fn ports_wait_and_rename_as_docker_has_them() {
     // rename: the new name reaches everything, the old one nothing, and the supervisor's
     // record of the exit keeps it
     assert_eq!(bed.ok(&["rename", "p1", "cache-2"]), "");
-    assert!(bed.ps_row(false, &id).unwrap().contains(" cache-2 "));
+    assert!(
+        bed.ps_row(false, &id)
+            .unwrap()
+            .trim_end()
+            .ends_with(" cache-2")
+    );
     let (_, err) = bed.root.fails(&["port", "p1"]);
     assert!(assert_one_error_line(&err).contains("no such container"));
     let other = bed.run_d(&["--name", "other"], &bed.redis, &[]);
@@ -1000,6 +1017,8 @@ fn ports_wait_and_rename_as_docker_has_them() {
 )]
 fn run_d_on_a_busy_port_says_why() {
     let bed = Bed::new("busy-port");
+    // stored first: the run's stderr is then its error alone
+    bed.ok(&["pull", "-q", &bed.redis]);
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
     let publish = format!("127.0.0.1:{port}:6379");
@@ -1314,6 +1333,17 @@ fn stop_signal_stop_timeout_and_labels_are_kept() {
         ],
     );
     bed.wait_log(&id, "up", 1);
+    // no --name: docker's adjective_surname
+    let name = bed.state(&id)["name"].as_str().unwrap().to_string();
+    let (adjective, surname) = name.split_once('_').expect("adjective_surname");
+    assert!(
+        adjective.chars().all(|c| c.is_ascii_lowercase())
+            && surname
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
+        "{name}"
+    );
+    assert!(bed.ps_row(false, &id).unwrap().trim_end().ends_with(&name));
     // SIGUSR1, which the shell traps: 9, not the 137 of a kill after the grace time
     bed.ok(&["stop", &id]);
     assert_eq!(bed.state(&id)["exit_code"], 9);

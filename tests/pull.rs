@@ -507,13 +507,29 @@ fn images_inspect_and_layers_show_what_the_registry_serves() {
         );
     }
 
-    // images: one row per reference, repository and tag in their columns
-    let table = root.ok(&["images"]);
+    // images: docker's columns, one row per reference
+    let plain = root.ok(&["images"]);
+    let header: Vec<&str> = plain.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"],
+        "{plain}"
+    );
+    // --digests: the digest each was pulled by, before the image ID (the config's)
+    let table = root.ok(&["images", "--digests"]);
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["REPOSITORY", "TAG", "DIGEST", "SIZE", "CREATED"],
+        [
+            "REPOSITORY",
+            "TAG",
+            "DIGEST",
+            "IMAGE",
+            "ID",
+            "CREATED",
+            "SIZE"
+        ],
         "{table}"
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
@@ -522,11 +538,13 @@ fn images_inspect_and_layers_show_what_the_registry_serves() {
         let (repo, tag) = fixture.split_once(':').unwrap();
         let repository = format!("{}/{repo}", tb.plain);
         let digest = registry_digest(&tb.plain_ref(fixture));
-        let short = &digest["sha256:".len().."sha256:".len() + 12];
+        let manifest = registry_manifest(&tb.plain_ref(fixture));
+        let config = manifest["config"]["digest"].as_str().unwrap();
+        let id = &config["sha256:".len()..][..12];
         assert!(
             rows.iter()
-                .any(|r| r[0] == repository && r[1] == tag && r[2] == short),
-            "no row {repository} {tag} {short} in\n{table}"
+                .any(|r| r[0] == repository && r[1] == tag && r[2] == digest && r[3] == id),
+            "no row {repository} {tag} {digest} {id} in\n{table}"
         );
     }
     let records = root.json(&["images", "--json"]);

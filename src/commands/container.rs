@@ -263,30 +263,31 @@ pub fn run_ps(global: &Global, args: PsArgs) -> Result<ExitCode> {
             if command.chars().count() > 24 {
                 command = command.chars().take(23).collect::<String>() + "…";
             }
+            // docker's column order
             vec![
                 s.id[..12].to_string(),
-                s.name.clone(),
-                s.image.clone(),
+                super::save::familiar(&s.image),
                 format!("\"{command}\""),
-                status(s),
                 output::age(Some(&s.created)),
+                status(s),
                 s.ports
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(", "),
+                s.name.clone(),
             ]
         })
         .collect();
     output::table(
         &[
             "CONTAINER ID",
-            "NAME",
             "IMAGE",
             "COMMAND",
-            "STATUS",
             "CREATED",
+            "STATUS",
             "PORTS",
+            "NAMES",
         ],
         &rows,
     );

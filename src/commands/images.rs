@@ -14,6 +14,9 @@ use crate::output;
 pub struct ImagesArgs {
     /// Only images of this repository (`redis`, `redis:7`)
     pub name: Option<String>,
+    /// Show the digest each name was pulled by
+    #[arg(long)]
+    pub digests: bool,
 }
 
 /// Run `img images`.
@@ -43,13 +46,18 @@ pub fn run(global: &Global, args: ImagesArgs) -> Result<ExitCode> {
             }
         };
         let created = image.config.created().clone();
-        rows.push(vec![
-            repository.clone(),
-            tag.clone(),
-            img_store::digest::short(&image.registry_digest()).to_string(),
-            output::size(image.size()),
+        let id = img_store::digest::short(image.manifest.config().digest()).to_string();
+        // docker's columns; Docker Hub's names as docker shortens them
+        let mut row = vec![super::save::familiar(&repository), tag.clone()];
+        if args.digests {
+            row.push(image.registry_digest().to_string());
+        }
+        row.extend([
+            id.clone(),
             output::age(created.as_deref()),
+            output::size(image.size()),
         ]);
+        rows.push(row);
         records.push(serde_json::json!({
             "name": name,
             "repository": repository,
@@ -61,16 +69,23 @@ pub fn run(global: &Global, args: ImagesArgs) -> Result<ExitCode> {
             "platform": image.platform,
             "size": image.size(),
             "created": created,
+            "id": id,
         }));
     }
     if global.json {
         output::json(&records)?;
     } else if global.quiet {
+        // docker's -q: the image IDs, one per row
         for r in &records {
-            println!("{}", r["name"].as_str().unwrap_or_default());
+            println!("{}", r["id"].as_str().unwrap_or_default());
         }
+    } else if args.digests {
+        output::table(
+            &["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"],
+            &rows,
+        );
     } else {
-        output::table(&["REPOSITORY", "TAG", "DIGEST", "SIZE", "CREATED"], &rows);
+        output::table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
     }
     Ok(if broken {
         ExitCode::FAILURE

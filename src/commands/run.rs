@@ -369,12 +369,13 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     }
 
     img_run::reap(store.root());
-    let name = args.name.clone().unwrap_or_else(|| format!("img-{short}"));
+    let existing = ContainerState::list(store.root());
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| img_run::names::generate(|n| existing.iter().any(|(_, s)| s.name == n)));
     img_run::state::check_name(&name)?;
-    if ContainerState::list(store.root())
-        .iter()
-        .any(|(_, s)| s.name == name)
-    {
+    if existing.iter().any(|(_, s)| s.name == name) {
         bail!("the container name {name:?} is already in use");
     }
     // Held until state.json names the snapshots (gc keeps every container's): a gc between

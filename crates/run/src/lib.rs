@@ -13,6 +13,7 @@ mod error;
 pub mod exec;
 pub mod idmap;
 pub mod init;
+pub mod names;
 pub mod ports;
 mod process;
 pub mod recorded;
