@@ -133,6 +133,19 @@ enum Command {
     /// Manage images (docker-style aliases)
     #[command(subcommand)]
     Image(ImageCommand),
+    /// An image's history: how each layer was made
+    History(commands::layers::HistoryArgs),
+    /// Disk use and cleanup (docker's system df, system prune)
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SystemCommand {
+    /// What images and containers take on disk, and what could be reclaimed
+    Df,
+    /// Remove stopped containers and dangling (-a: unused) images
+    Prune(commands::prune::PruneArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +179,8 @@ enum ContainerCommand {
     Rename(commands::container::RenameArgs),
     /// Make a new image from a container's changes
     Commit(commands::commit::CommitArgs),
+    /// Remove stopped containers
+    Prune(commands::prune::PruneArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +205,10 @@ enum ImageCommand {
     Save(commands::save::SaveArgs),
     /// Read images from an archive
     Load(commands::load::LoadArgs),
+    /// An image's history
+    History(commands::layers::HistoryArgs),
+    /// Remove dangling (-a: unused) images
+    Prune(commands::prune::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -272,6 +291,15 @@ fn main() -> ExitCode {
         Command::Supervise { dir } => commands::container::run_supervise(&dir),
         Command::Init { config } => img_run::init::main(&config),
         Command::Gc => commands::gc::run(g),
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => {
+            commands::layers::run_history(g, a)
+        }
+        Command::Container(ContainerCommand::Prune(a)) => {
+            commands::prune::run_container_prune(g, a)
+        }
+        Command::Image(ImageCommand::Prune(a)) => commands::prune::run_image_prune(g, a),
+        Command::System(SystemCommand::Prune(a)) => commands::prune::run_system_prune(g, a),
+        Command::System(SystemCommand::Df) => commands::prune::run_df(g),
         Command::Login(a) => commands::login::run_login(g, a),
         Command::Logout(a) => commands::login::run_logout(g, a),
         Command::Fsck => commands::fsck::run(g),

@@ -1357,3 +1357,66 @@ fn stop_signal_stop_timeout_and_labels_are_kept() {
     bed.ok(&["stop", "-s", "KILL", &id]);
     assert_eq!(bed.state(&id)["exit_code"], 137);
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn history_df_and_prune_as_docker_has_them() {
+    let bed = Bed::new("prune");
+    bed.ok(&["pull", "-q", &bed.redis]);
+    bed.ok(&["pull", "-q", &bed.busybox]);
+
+    // history: newest first, the newest row named by the image ID, one row per config entry
+    let history = bed.ok(&["history", "--no-trunc", &bed.redis]);
+    let config = bed.root.json(&["inspect", "--json", &bed.redis]);
+    let entries = config["history"].as_array().expect("history").len();
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 1 + entries, "{history}");
+    assert!(lines[0].starts_with("IMAGE "), "{history}");
+    let id = bed.ok(&["-q", "images", &bed.redis]);
+    assert!(lines[1].starts_with(id.trim()), "{history}");
+    assert!(lines[1].contains("CMD [\"redis-server\"]"), "{history}");
+    assert!(
+        lines[2..].iter().all(|l| l.starts_with("<missing>")),
+        "{history}"
+    );
+
+    // a stopped container, a running one
+    bed.img(&["run", "--name", "done", &bed.busybox, "true"])
+        .assert_ok();
+    let running = bed.run_d(&["--name", "up"], &bed.busybox, &["sleep", "600"]);
+    let df = bed.ok(&["system", "df"]);
+    let containers = df.lines().find(|l| l.starts_with("Containers")).expect(&df);
+    let cells: Vec<&str> = containers.split_whitespace().collect();
+    assert_eq!(&cells[1..3], ["2", "1"], "{df}");
+
+    // prune without -f and without a terminal removes nothing
+    let asked = bed.img(&["container", "prune"]);
+    asked.assert_ok();
+    assert!(asked.stderr.contains("Are you sure"), "{asked}");
+    assert_eq!(bed.ps_quiet(&["-a"]).len(), 2);
+    let pruned = bed.ok(&["container", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Containers:\n"), "{pruned}");
+    assert!(pruned.contains("Total reclaimed space: "), "{pruned}");
+    assert_eq!(bed.ps_quiet(&["-a"]), vec![running[..12].to_string()]);
+
+    // image prune -a: every image no container was made from (redis), not busybox
+    let pruned = bed.ok(&["image", "prune", "-a", "-f"]);
+    assert!(
+        pruned.contains(&format!("untagged: {}", bed.redis)),
+        "{pruned}"
+    );
+    assert!(
+        !pruned.contains(&format!("untagged: {}", bed.busybox)),
+        "{pruned}"
+    );
+    let images = bed.ok(&["images"]);
+    assert!(
+        !images.contains("redis") && images.contains("busybox"),
+        "{images}"
+    );
+    bed.root.assert_fsck_clean();
+    assert_eq!(bed.ok(&["exec", "up", "true"]), "");
+}

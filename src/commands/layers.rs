@@ -86,3 +86,68 @@ pub fn run(global: &Global, args: LayersArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Arguments of `img history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The image
+    pub image: String,
+    /// Show whole commands
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// Run `img history`: docker's IMAGE CREATED CREATED BY SIZE COMMENT, newest first, from the
+/// config's history (an entry that made a layer gets that layer's size; the newest row names
+/// the image).
+pub fn run_history(global: &Global, args: HistoryArgs) -> Result<ExitCode> {
+    let store = super::store(global)?;
+    let image = super::image(&store, &args.image)?;
+    let layers = image.manifest.layers();
+    let id = img_store::digest::short(image.manifest.config().digest()).to_string();
+    let mut next_layer = 0;
+    let mut rows = Vec::new();
+    let mut records = Vec::new();
+    for h in image.config.history().clone().unwrap_or_default() {
+        let size = if h.empty_layer().unwrap_or(false) {
+            0
+        } else {
+            next_layer += 1;
+            layers.get(next_layer - 1).map_or(0, |l| l.size())
+        };
+        let by = h.created_by().clone().unwrap_or_default();
+        records.push(serde_json::json!({
+            "created": h.created(),
+            "createdBy": by,
+            "size": size,
+            "comment": h.comment(),
+            "emptyLayer": h.empty_layer().unwrap_or(false),
+        }));
+        let shown = if args.no_trunc || by.chars().count() <= 45 {
+            by
+        } else {
+            by.chars().take(44).collect::<String>() + "…"
+        };
+        rows.push(vec![
+            "<missing>".to_string(),
+            output::age(h.created().as_deref()),
+            shown,
+            output::size(size),
+            h.comment().clone().unwrap_or_default(),
+        ]);
+    }
+    rows.reverse();
+    records.reverse();
+    if let Some(first) = rows.first_mut() {
+        first[0] = id;
+    }
+    if global.json {
+        output::json(&records)?;
+    } else {
+        output::table(
+            &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+            &rows,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

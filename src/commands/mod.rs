@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod layers;
 pub mod load;
 pub mod login;
+pub mod prune;
 pub mod pull;
 pub mod push;
 pub mod rmi;
