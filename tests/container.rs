@@ -1420,3 +1420,61 @@ fn history_df_and_prune_as_docker_has_them() {
     bed.root.assert_fsck_clean();
     assert_eq!(bed.ok(&["exec", "up", "true"]), "");
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn restart_policies_as_docker_has_them() {
+    let bed = Bed::new("restart");
+    // on-failure:2: a command that fails runs three times in all, then stays exited
+    let failing = bed.run_d(
+        &["--restart", "on-failure:2"],
+        &bed.busybox,
+        &["sh", "-c", "echo run; exit 1"],
+    );
+    wait_until("on-failure:2 to give up", 60, || {
+        let s = bed.state(&failing);
+        s["status"] == "exited" && !s["supervisor"].as_u64().is_some_and(alive)
+    });
+    assert_eq!(bed.logs(&failing), "run\nrun\nrun\n");
+    let s = bed.state(&failing);
+    assert_eq!(
+        (s["exit_code"].as_i64(), s["restart_count"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let inspect = bed.root.json(&["container", "inspect", "--json", &failing]);
+    assert_eq!(inspect["RestartCount"], 2);
+
+    // on-failure leaves a success alone
+    let fine = bed.run_d(&["--restart", "on-failure"], &bed.busybox, &["true"]);
+    assert_eq!(bed.ok(&["wait", &fine]), "0\n");
+    assert_eq!(bed.state(&fine)["restart_count"], 0);
+
+    // always: runs again after a success, until `img stop`, which no policy undoes
+    let always = bed.run_d(
+        &["--restart", "always"],
+        &bed.busybox,
+        &["sh", "-c", "echo run; exec sleep 1"],
+    );
+    bed.wait_log(&always, "run", 3);
+    bed.ok(&["stop", "-t", "1", &always]);
+    wait_until("always to stay stopped", 60, || {
+        let s = bed.state(&always);
+        s["status"] == "exited" && !s["supervisor"].as_u64().is_some_and(alive)
+    });
+    let runs = bed.logs(&always).matches("run").count();
+    assert!(bed.state(&always)["stopped_by_user"] == true);
+    // start clears it: it runs (and restarts) again
+    bed.ok(&["start", &always]);
+    bed.wait_log(&always, "run", runs + 2);
+    bed.ok(&["rm", "-f", &always]);
+
+    let run = bed.img(&["run", "--rm", "--restart", "always", &bed.busybox, "true"]);
+    assert_eq!(run.code, 125, "{run}");
+    assert!(
+        assert_one_error_line(&run.stderr).contains("--restart"),
+        "{run}"
+    );
+}

@@ -183,7 +183,8 @@ pub fn start_detached(dir: &Path) -> Result<ContainerState> {
     loop {
         let state = ContainerState::load(dir)?;
         match state.status.as_str() {
-            "running" => return Ok(state),
+            // Running, or run already and waiting to run again (a restart policy).
+            "running" | "restarting" => return Ok(state),
             // It ran and is done already (a short command): that is a success.
             "exited" if state.error.is_none() && state.started.is_some() => {
                 let _ = child.wait();
@@ -217,7 +218,47 @@ pub fn start_detached(dir: &Path) -> Result<ContainerState> {
 /// `img __supervise DIR`: run the container in DIR to its end, its output in DIR/log.
 pub fn run_supervise(dir: &Path) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("finding our own binary")?;
-    let result = img_run::supervise(dir, img_run::Io::Log(dir.join("log")), exe, |_| {});
+    let mut result;
+    loop {
+        let began = Instant::now();
+        result = img_run::supervise(dir, img_run::Io::Log(dir.join("log")), exe.clone(), |_| {});
+        // The restart policy, as the record has it now (`img stop` marks it stopped).
+        let Ok(mut state) = ContainerState::load(dir) else {
+            break;
+        };
+        let policy = state
+            .restart_policy
+            .as_deref()
+            .map(img_run::restart::RestartPolicy::parse)
+            .transpose()?
+            .unwrap_or_default();
+        let code = match (&result, state.exit_code) {
+            (Ok(code), _) => *code,
+            (Err(_), _) if state.status == "created" => break,
+            (Err(_), code) => code.unwrap_or(125),
+        };
+        if !policy.restarts(code, state.restart_count, state.stopped_by_user) {
+            break;
+        }
+        state.status = "restarting".into();
+        state.save(dir)?;
+        std::thread::sleep(img_run::restart::backoff(
+            state.restart_count,
+            began.elapsed(),
+        ));
+        // Stopped or removed while we waited: no more runs.
+        let Ok(mut state) = ContainerState::load(dir) else {
+            break;
+        };
+        if state.stopped_by_user {
+            state.status = "exited".into();
+            state.save(dir)?;
+            break;
+        }
+        state.restart_count += 1;
+        state.status = "created".into();
+        state.save(dir)?;
+    }
     match (&result, ContainerState::load(dir)) {
         // It never started (a busy port, a mount that failed): the record says why, for
         // `run -d` or `start` waiting on it (which also removes an `--rm` one then).
@@ -302,6 +343,11 @@ fn status(s: &ContainerState) -> String {
     }
     match s.status.as_str() {
         "created" => "Created".into(),
+        "restarting" => format!(
+            "Restarting ({}) {}",
+            s.exit_code.map_or("?".into(), |c| c.to_string()),
+            output::age(s.finished.as_deref())
+        ),
         _ => format!(
             "Exited ({}) {}",
             s.exit_code.map_or("?".into(), |c| c.to_string()),
@@ -438,7 +484,12 @@ fn settled(what: &str, dir: &Path, done: &str) -> Result<()> {
 pub fn run_stop(global: &Global, args: StopArgs) -> Result<ExitCode> {
     let root = root(global)?;
     Ok(each(&args.names.containers, |what| {
-        let (dir, state) = find(&root, what)?;
+        let (dir, mut state) = find(&root, what)?;
+        if state.restart_policy.is_some() {
+            // No restart policy brings back what `stop` stopped.
+            state.stopped_by_user = true;
+            state.save(&dir)?;
+        }
         if state.status != "running" {
             return Ok(());
         }
@@ -549,6 +600,8 @@ pub fn run_start(global: &Global, args: Names) -> Result<ExitCode> {
             state = ContainerState::load(&dir)?;
         }
         state.status = "created".into();
+        state.stopped_by_user = false;
+        state.restart_count = 0;
         state.save(&dir)?;
         start_detached(&dir).with_context(|| format!("starting {what}"))?;
         println!("{what}");
@@ -622,6 +675,7 @@ pub fn run_inspect(global: &Global, args: InspectArgs) -> Result<ExitCode> {
             "StopSignal": state.stop_signal,
             "StopTimeout": state.stop_timeout,
         },
+        "RestartCount": state.restart_count,
         "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind" && !ETC_BINDS.contains(&m["destination"].as_str().unwrap_or_default())).cloned().collect::<Vec<_>>()),
         "HostConfig": {
             "NetworkMode": match state.network { img_run::Network::Host => "host", img_run::Network::Private => "none" },
@@ -728,6 +782,7 @@ pub fn run_wait(global: &Global, args: Names) -> Result<ExitCode> {
                     Ok(s) if s.is_running() => {}
                     Ok(s) if s.status == "running" && s.supervisor_alive() => {}
                     Ok(s) if s.status == "created" && s.supervisor_alive() => {}
+                    Ok(s) if s.status == "restarting" && s.supervisor_alive() => {}
                     Ok(s) => return Ok(s.exit_code.unwrap_or(-1)),
                     Err(_) if !dir.exists() => {
                         bail!("container {what} was removed before its exit code was read")

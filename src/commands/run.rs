@@ -54,6 +54,9 @@ pub struct RunArgs {
     /// Mount a tmpfs: PATH[:OPTIONS] (docker's default options rw,noexec,nosuid,size=65536k)
     #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]")]
     pub tmpfs: Vec<String>,
+    /// Restart policy of a detached container: no, on-failure[:N], always, unless-stopped
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
     /// Publish every port the image exposes, each on a random host port
     #[arg(short = 'P', long)]
     pub publish_all: bool,
@@ -130,7 +133,7 @@ pub struct RunArgs {
 }
 
 /// Options of `img run` that take a value (so the scanner below knows where the image is).
-const VALUE_OPTIONS: [&str; 39] = [
+const VALUE_OPTIONS: [&str; 40] = [
     "--cap-add",
     "--cap-drop",
     "--security-opt",
@@ -170,6 +173,7 @@ const VALUE_OPTIONS: [&str; 39] = [
     "--stop-signal",
     "--stop-timeout",
     "--tmpfs",
+    "--restart",
 ];
 
 /// docker spells `--volume` as `-v`, which is our global `--verbose` everywhere else: among
@@ -293,6 +297,15 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         bail!("the input device is not a TTY (-t needs a terminal on stdin)");
     }
     let security = SecurityOpts::parse(&args.security_opt)?;
+    let restart = args
+        .restart
+        .as_deref()
+        .map(img_run::restart::RestartPolicy::parse)
+        .transpose()?
+        .filter(|p| *p != img_run::restart::RestartPolicy::No);
+    if restart.is_some() && (!args.detach || args.rm) {
+        bail!("--restart needs -d and cannot be combined with --rm (as with docker)");
+    }
     if args.bundle.is_none() && !img_run::userns::is_root() {
         bail!(
             "running a container needs root: img has no rootless runtime yet (pull, images, \
@@ -430,6 +443,9 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
                 .and_then(|c| c.stop_signal().clone())
         }),
         stop_timeout: args.stop_timeout,
+        restart_policy: restart.map(|p| p.as_string()),
+        restart_count: 0,
+        stopped_by_user: false,
     };
     state.save(&dir)?;
     drop(creating);

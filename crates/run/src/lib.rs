@@ -17,6 +17,7 @@ pub mod names;
 pub mod ports;
 mod process;
 pub mod recorded;
+pub mod restart;
 mod rootfs;
 pub mod runtime;
 pub mod seccomp;

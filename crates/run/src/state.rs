@@ -140,6 +140,15 @@ pub struct ContainerState {
     /// Seconds `img stop` waits before SIGKILL when `-t` is not given (`--stop-timeout`).
     #[serde(default)]
     pub stop_timeout: Option<u64>,
+    /// `--restart`, docker's spelling (`no` when absent).
+    #[serde(default)]
+    pub restart_policy: Option<String>,
+    /// How many times the supervisor restarted it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// `img stop` stopped it: no restart policy brings it back (`img start` clears this).
+    #[serde(default)]
+    pub stopped_by_user: bool,
 }
 
 /// Check a container name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.

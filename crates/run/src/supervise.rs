@@ -190,7 +190,10 @@ pub fn reap(root: &Path) -> usize {
     let known: Vec<String> = ContainerState::list(root)
         .into_iter()
         .map(|(dir, mut s)| {
-            if s.status == "running" && !s.is_running() && !s.supervisor_alive() {
+            let dead_supervisor = !s.supervisor_alive();
+            if (s.status == "running" && !s.is_running() || s.status == "restarting")
+                && dead_supervisor
+            {
                 fixed += 1;
                 let _ = crate::cgroup::Cgroup::existing(&s.id).remove();
                 // A remapped container's rootfs is mounted in the host's namespace.
