@@ -995,3 +995,32 @@ fn env_file_add_host_and_tmpfs_as_docker_has_them() {
         assert!(assert_one_error_line(&run.stderr).contains(wanted), "{run}");
     }
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn a_foreground_containers_output_is_kept_for_logs() {
+    let bed = Bed::new("foreground-logs");
+    bed.root.ok(&["pull", "-q", &bed.busybox]);
+    let run = bed.run_image(
+        &["--name", "fg"],
+        &bed.busybox.clone(),
+        &["sh", "-c", "echo out; echo err >&2; exit 4"],
+    );
+    assert_eq!(run.code, 4, "{run}");
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        ("out\n", "err\n"),
+        "{run}"
+    );
+    // as docker: kept until rm, both streams
+    assert_eq!(bed.root.ok(&["logs", "fg"]), "out\nerr\n");
+    bed.root.ok(&["rm", "fg"]);
+    let (_, err) = bed.root.fails(&["logs", "fg"]);
+    assert!(
+        assert_one_error_line(&err).contains("no such container"),
+        "{err}"
+    );
+}

@@ -365,7 +365,7 @@ pub fn run_logs(global: &Global, args: LogsArgs) -> Result<ExitCode> {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!(
-                "{}: no log: the container ran in the foreground",
+                "{}: no log: it ran with a terminal (-t), whose output is not kept",
                 args.container
             )
         }

@@ -462,6 +462,8 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     } else {
         Io::Inherit {
             stdin: args.interactive,
+            // docker keeps a foreground container's output for `logs`, until `rm`
+            log: (!args.rm).then(|| dir.join("log")),
         }
     };
     let exe = std::env::current_exe().context("finding our own binary")?;

@@ -21,6 +21,9 @@ pub enum Io {
     Inherit {
         /// Keep stdin open (`-i`).
         stdin: bool,
+        /// Also append stdout and stderr to this log (`img logs` of a foreground container,
+        /// as docker keeps them): they then reach us through pipes.
+        log: Option<PathBuf>,
     },
     /// A pty proxied to our terminal (`-t`).
     Tty,
@@ -52,16 +55,33 @@ pub fn supervise(
     }
     let mut console_ours = None;
     let mut console_theirs = None;
+    let mut tees = Vec::new();
     let stdio: [Stdio; 3] = match &io {
-        Io::Inherit { stdin } => [
-            if *stdin {
+        Io::Inherit { stdin, log } => {
+            let stdin = if *stdin {
                 Stdio::inherit()
             } else {
                 Stdio::null()
-            },
-            Stdio::inherit(),
-            Stdio::inherit(),
-        ],
+            };
+            match log {
+                None => [stdin, Stdio::inherit(), Stdio::inherit()],
+                Some(path) => {
+                    let log = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(sys(path.display()))?;
+                    let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                        .map_err(crate::error::errno("pipe"))?;
+                    let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                        .map_err(crate::error::errno("pipe"))?;
+                    let log2 = log.try_clone().map_err(sys(path.display()))?;
+                    tees.push(tee(out_r, log, false));
+                    tees.push(tee(err_r, log2, true));
+                    [stdin, Stdio::from(out_w), Stdio::from(err_w)]
+                }
+            }
+        }
         Io::Tty => {
             // Init opens the terminal in the container and sends us its master.
             let (ours, theirs) = tty::console_socket()?;
@@ -163,6 +183,9 @@ pub fn supervise(
     if let Some(out) = output {
         let _ = out.join();
     }
+    for t in tees {
+        let _ = t.join();
+    }
     let oom = container.cgroup.oom_killed();
     let _ = container.cleanup();
     if remap.is_some() {
@@ -178,6 +201,33 @@ pub fn supervise(
     }
     state.save(dir)?;
     Ok(code)
+}
+
+/// Copy what the container writes on `from` to our stdout (or stderr) and to `log`, until
+/// every writer has closed it.
+fn tee(
+    from: std::os::fd::OwnedFd,
+    mut log: std::fs::File,
+    stderr: bool,
+) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let mut from = std::fs::File::from(from);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let _ = log.write_all(&buf[..n]);
+            let _ = if stderr {
+                std::io::stderr().write_all(&buf[..n])
+            } else {
+                let mut out = std::io::stdout();
+                out.write_all(&buf[..n]).and_then(|()| out.flush())
+            };
+        }
+    })
 }
 
 /// Record containers whose process died with their supervisor (img killed, machine crash) as
