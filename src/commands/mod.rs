@@ -181,6 +181,7 @@ pub fn image_or_pull(
     registry: &pull::RegistryArgs,
     input: &str,
     platform: Option<&str>,
+    say: bool,
 ) -> Result<(Store, Image)> {
     let store = store(global)?;
     if let Ok(name) = resolve_name(&store, input) {
@@ -201,16 +202,17 @@ pub fn image_or_pull(
     }
     // docker's lines for an image run before it was pulled, on stderr: on a terminal the
     // first before the bars; otherwise all once the pull succeeded (a failure is one line).
+    let say = say && !global.quiet;
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let shown = Reference::parse(input)
         .map(|r| save::familiar(&r.to_string()))
         .unwrap_or_else(|_| input.to_string());
     let unable = format!("Unable to find image '{shown}' locally");
-    if terminal && !global.quiet {
+    if terminal && say {
         eprintln!("{unable}");
     }
     let pulled = pull::pull_image(global, registry, input, platform)?;
-    if !global.quiet {
+    if say {
         if !terminal {
             eprintln!("{unable}");
         }

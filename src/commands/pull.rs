@@ -50,6 +50,16 @@ impl ImageSource {
     /// image ID is never pulled: a whole one that is not stored is an error, and so is a
     /// stored image by ID for another platform than `--platform`.
     pub fn image(&self, global: &Global, input: &str) -> Result<(Store, Image)> {
+        self.image_saying(global, input, false)
+    }
+
+    /// [`ImageSource::image`], saying what docker's `run` says on stderr when it pulls
+    /// (`Unable to find image … locally`, the digest, `Status: Downloaded newer image …`).
+    pub fn image_announced(&self, global: &Global, input: &str) -> Result<(Store, Image)> {
+        self.image_saying(global, input, true)
+    }
+
+    fn image_saying(&self, global: &Global, input: &str, say: bool) -> Result<(Store, Image)> {
         let store = super::store(global)?;
         let by_id = match super::find_stored(&store, input)? {
             Some(found) if found.id.is_some() => Some(found),
@@ -57,7 +67,13 @@ impl ImageSource {
             _ => None,
         };
         let Some(found) = by_id else {
-            return super::image_or_pull(global, &self.registry, input, self.platform.as_deref());
+            return super::image_or_pull(
+                global,
+                &self.registry,
+                input,
+                self.platform.as_deref(),
+                say,
+            );
         };
         let image = found.image(&store)?;
         if let Some(wanted) = self.platform.as_deref() {

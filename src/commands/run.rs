@@ -312,7 +312,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
              inspect, layers, unpack, rmi, gc, fsck and run --bundle work as any user)"
         );
     }
-    let (store, image) = args.source.image(global, &args.image)?;
+    let (store, image) = args.source.image_announced(global, &args.image)?;
     let id = new_id();
     let short = id[..12].to_string();
     let network = if args.network == "host" {
