@@ -75,6 +75,8 @@ enum Command {
     Rm(commands::container::RmArgs),
     /// Run a command in a running container
     Exec(commands::container::ExecArgs),
+    /// Copy files between a container and the host (CONTAINER:PATH)
+    Cp(commands::container::CpArgs),
     /// A running container's processes (the host's ps)
     Top(commands::container::TopArgs),
     /// Live CPU, memory, network and pids of running containers
@@ -167,6 +169,8 @@ enum ContainerCommand {
     Logs(commands::container::LogsArgs),
     /// Run a command in a running container
     Exec(commands::container::ExecArgs),
+    /// Copy files between a container and the host
+    Cp(commands::container::CpArgs),
     /// A running container's processes
     Top(commands::container::TopArgs),
     /// Live resource use of containers
@@ -272,6 +276,9 @@ fn main() -> ExitCode {
             commands::container::run_exec(g, a)
         }
         Command::ExecInside { config } => img_run::exec::main(&config),
+        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => {
+            commands::container::run_cp(g, a)
+        }
         Command::Top(a) | Command::Container(ContainerCommand::Top(a)) => {
             commands::container::run_top(g, a)
         }

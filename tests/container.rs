@@ -1478,3 +1478,103 @@ fn restart_policies_as_docker_has_them() {
         "{run}"
     );
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn cp_never_follows_a_container_symlink_out_of_its_root() {
+    let bed = Bed::new("cp");
+    let host = bed.root.path.join("host-side");
+    fs::create_dir_all(host.join("dir/sub")).unwrap();
+    fs::write(host.join("dir/sub/f"), "from the host\n").unwrap();
+    let marker = format!("img-cp-marker-{}", support::unique());
+    let id = bed.run_d(
+        &["--name", "box"],
+        &bed.busybox,
+        &[
+            "sh", "-c",
+            "mkdir -p /data && echo inside > /data/x && chown 1234:5678 /data/x && \
+             ln -s / /data/escape && ln -s ../../../../../.. /data/up && ln -s /etc/passwd /data/pw && \
+             echo container-host > /etc/hostname.mine && echo ready; exec sleep 600",
+        ],
+    );
+    bed.wait_log(&id, "ready", 1);
+
+    // in, through a symlink to /: lands in the container's /tmp, never the host's
+    let src = host.join("dir/sub/f");
+    let dest = format!("box:/data/escape/tmp/{marker}");
+    bed.ok(&["cp", src.to_str().unwrap(), &dest]);
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "cp wrote the host's /tmp"
+    );
+    assert_eq!(
+        bed.ok(&["exec", "box", "cat", &format!("/tmp/{marker}")]),
+        "from the host\n"
+    );
+    // a directory, into a directory that is there
+    bed.ok(&["cp", host.join("dir").to_str().unwrap(), "box:/data"]);
+    assert_eq!(
+        bed.ok(&["exec", "box", "cat", "/data/dir/sub/f"]),
+        "from the host\n"
+    );
+
+    // out, through a relative symlink climbing above /: the container's file, not the host's
+    let out = host.join("out");
+    fs::create_dir_all(&out).unwrap();
+    bed.ok(&[
+        "cp",
+        "box:/data/up/etc/hostname.mine",
+        out.join("h").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fs::read_to_string(out.join("h")).unwrap(),
+        "container-host\n"
+    );
+    // a directory: its symlinks come as symlinks, never followed; owners are ours unless -a
+    bed.ok(&["cp", "box:/data", out.to_str().unwrap()]);
+    let pw = fs::symlink_metadata(out.join("data/pw")).unwrap();
+    assert!(pw.file_type().is_symlink());
+    assert_eq!(
+        fs::read_link(out.join("data/pw")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert!(
+        fs::symlink_metadata(out.join("data/escape"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    use std::os::unix::fs::MetadataExt;
+    let x = fs::metadata(out.join("data/x")).unwrap();
+    assert_eq!((x.uid(), x.gid()), (0, 0));
+    bed.ok(&[
+        "cp",
+        "-a",
+        "box:/data/x",
+        out.join("x-archive").to_str().unwrap(),
+    ]);
+    let x = fs::metadata(out.join("x-archive")).unwrap();
+    assert_eq!((x.uid(), x.gid()), (1234, 5678));
+
+    // a stopped container: its layers mounted for the copy, then not
+    bed.ok(&["stop", "-t", "0", "box"]);
+    bed.ok(&["cp", src.to_str().unwrap(), "box:/after-stop"]);
+    bed.ok(&["cp", "box:/after-stop", out.join("after").to_str().unwrap()]);
+    assert_eq!(
+        fs::read_to_string(out.join("after")).unwrap(),
+        "from the host\n"
+    );
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(bed.dir(&id).to_str().unwrap()),
+        "a mount left: {mounts}"
+    );
+
+    let (_, err) = bed
+        .root
+        .fails(&["cp", "box:/no/such", out.to_str().unwrap()]);
+    assert!(assert_one_error_line(&err).contains("/no/such"), "{err}");
+}

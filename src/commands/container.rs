@@ -128,6 +128,18 @@ pub struct StatsArgs {
     pub containers: Vec<String>,
 }
 
+/// Arguments of `img cp`.
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Keep owners (uid and gid) as they are at the source
+    #[arg(short, long)]
+    pub archive: bool,
+    /// CONTAINER:PATH or a host path
+    pub source: String,
+    /// CONTAINER:PATH or a host path
+    pub destination: String,
+}
+
 /// Arguments of `img port`.
 #[derive(Debug, Args)]
 pub struct PortArgs {
@@ -1124,4 +1136,81 @@ pub fn run_stats(global: &Global, args: StatsArgs) -> Result<ExitCode> {
         }
         at = Instant::now();
     }
+}
+
+/// `CONTAINER:PATH`, when `arg` names a container of `root` that way (a host path with a
+/// colon stays a host path when no container has the name before it).
+fn container_path(root: &Path, arg: &str) -> Option<(PathBuf, ContainerState, PathBuf)> {
+    let (name, path) = arg.split_once(':')?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let (dir, state) = find(root, name).ok()?;
+    let path = if path.starts_with('/') {
+        PathBuf::from(path)
+    } else {
+        Path::new("/").join(path)
+    };
+    Some((dir, state, path))
+}
+
+/// Run `img cp`: between the host and a container, running or stopped (its layers mounted
+/// for the copy), paths inside resolved in its root (see `img_run::copy`).
+pub fn run_cp(global: &Global, args: CpArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    let from = container_path(&root, &args.source);
+    let to = container_path(&root, &args.destination);
+    let ((dir, state, inside), outward) = match (from, to) {
+        (Some(c), None) => (c, true),
+        (None, Some(c)) => (c, false),
+        (Some(_), Some(_)) => {
+            bail!("img cp copies between the host and a container, not between containers")
+        }
+        (None, None) => bail!(
+            "img cp: one of {:?} and {:?} must be CONTAINER:PATH naming a container",
+            args.source,
+            args.destination
+        ),
+    };
+    let copy = |container_root: &Path| -> Result<()> {
+        if outward {
+            img_run::copy::copy_out(
+                container_root,
+                &inside,
+                Path::new(&args.destination),
+                args.archive,
+            )?;
+        } else {
+            img_run::copy::copy_in(
+                Path::new(&args.source),
+                container_root,
+                &inside,
+                args.archive,
+            )?;
+        }
+        Ok(())
+    };
+    let running = state
+        .pid
+        .filter(|p| state.is_running() && p.check().is_ok());
+    match running {
+        // Its root as it sees it, through its PID 1.
+        Some(pid) => copy(Path::new(&format!("/proc/{}/root", pid.pid))),
+        None => {
+            // Stopped: its layers and writable layer mounted for the copy, then unmounted.
+            let merged = dir.join("merged");
+            img_unpack::overlay::mount_overlay(
+                &state.lowers,
+                &dir.join("upper"),
+                &dir.join("work"),
+                &merged,
+            )
+            .with_context(|| format!("mounting the layers of {}", args.source))?;
+            let result = copy(&merged);
+            let _ = img_unpack::overlay::unmount_path(&merged);
+            result
+        }
+    }
+    .with_context(|| format!("copying {} to {}", args.source, args.destination))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@
 
 pub mod capabilities;
 pub mod cgroup;
+pub mod copy;
 pub mod devices;
 mod error;
 pub mod exec;

@@ -82,6 +82,15 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Pat
     })
 }
 
+/// Unmount what [`mount_overlay`] mounted at `merged` (lazily: a process still in it keeps
+/// it until it leaves).
+pub fn unmount_path(merged: &Path) -> Result<()> {
+    rustix::mount::unmount(merged, rustix::mount::UnmountFlags::DETACH).map_err(|e| Error::Io {
+        path: format!("unmounting {}", merged.display()),
+        cause: e.into(),
+    })
+}
+
 /// Unmount a mount made by [`mount_image`], named by id, its directory, or its merged path,
 /// and remove its directory (the writable layer with it). Returns the directory removed.
 pub fn unmount(store: &Store, what: &str) -> Result<PathBuf> {
