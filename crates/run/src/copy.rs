@@ -109,8 +109,8 @@ fn archive(
                 .append_data(&mut header, name, std::io::empty())
                 .map_err(io)?;
             let mut names = Vec::new();
-            let mut it = rustix::fs::Dir::read_from(&dir).map_err(errno(shown()))?;
-            while let Some(e) = it.next() {
+            let it = rustix::fs::Dir::read_from(&dir).map_err(errno(shown()))?;
+            for e in it {
                 let e = e.map_err(errno(shown()))?;
                 let n = e.file_name().to_bytes();
                 if n != b"." && n != b".." {
