@@ -1299,6 +1299,10 @@ fn top_and_stats_show_the_containers_processes_and_cgroup() {
         "{stats}"
     );
     assert_eq!(row.split_whitespace().last(), Some("2"), "{stats}");
+    // docker's `inspect NAME` finds a container too
+    let inspect = bed.root.json(&["inspect", "--json", "busy"]);
+    assert_eq!(inspect["Id"], id.as_str(), "{inspect}");
+    assert!(bed.ok(&["inspect", &bed.busybox]).contains("Name:"));
     bed.ok(&["stop", "-t", "1", "busy"]);
     let (_, err) = bed.root.fails(&["top", "busy"]);
     assert!(assert_one_error_line(&err).contains("is not running"));

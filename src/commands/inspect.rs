@@ -1,4 +1,5 @@
-//! `img inspect`: an image's metadata; `--json` prints its config.
+//! `img inspect`: an image's metadata (`--json` prints its config), or a container's when
+//! the name is a container's (docker looks both up).
 
 use std::process::ExitCode;
 
@@ -19,6 +20,17 @@ pub struct InspectArgs {
 /// Run `img inspect`.
 pub fn run(global: &Global, args: InspectArgs) -> Result<ExitCode> {
     let store = super::store(global)?;
+    // docker's one namespace: a stored image name first, then a container's name or id,
+    // then an image ID (prefix).
+    let is_image_name = super::find_stored(&store, &args.image)?.is_some_and(|f| f.id.is_none());
+    if !is_image_name && img_run::ContainerState::find(store.root(), &args.image).is_ok() {
+        return super::container::run_inspect(
+            global,
+            super::container::InspectArgs {
+                container: args.image,
+            },
+        );
+    }
     let image = super::stored_names(&store, &args.image)?.image(&store)?;
     if global.json {
         let config: serde_json::Value = serde_json::from_slice(&image.config_json)
