@@ -206,29 +206,11 @@ fn enter(
 
 /// Forward signals to `child` until it ends; its status as an exit code.
 fn relay(child: i32) -> i32 {
-    // SAFETY: signal masks, sigwaitinfo, waitpid and kill on plain values.
+    // SAFETY: blocking every signal of this (single-threaded) process.
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-        loop {
-            let mut status = 0;
-            let reaped = libc::waitpid(child, &mut status, libc::WNOHANG);
-            if reaped == child {
-                return if libc::WIFEXITED(status) {
-                    libc::WEXITSTATUS(status)
-                } else {
-                    128 + libc::WTERMSIG(status)
-                };
-            }
-            if reaped < 0 {
-                return 125;
-            }
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let sig = libc::sigwaitinfo(&all, &mut info);
-            if sig > 0 && sig != libc::SIGCHLD {
-                libc::kill(child, sig);
-            }
-        }
     }
+    crate::process::forward_and_wait(child)
 }

@@ -115,7 +115,7 @@ pub(crate) fn exec(args: &[String], env: &[String]) -> Result<std::convert::Infa
 pub(crate) fn exec_under_init(args: &[String], env: &[String]) -> Result<std::convert::Infallible> {
     // SAFETY: signal masks, fork, prctl, sigwaitinfo, waitpid and kill on plain values; the
     // child only restores its mask and goes on to exec.
-    unsafe {
+    let child = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
@@ -131,30 +131,38 @@ pub(crate) fn exec_under_init(args: &[String], env: &[String]) -> Result<std::co
         // The child's exec (or its report of why not) ends the parent's wait for a start.
         close_one(crate::init::ERROR_FD);
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        child
+    };
+    std::process::exit(forward_and_wait(child))
+}
+
+/// With every signal blocked: forward each signal we get to `child`, reap every child (as a
+/// PID 1 must), and return `child`'s status as an exit code (128 + the signal when killed by
+/// one). Used by `--init` and by `img exec`'s process outside the container.
+pub(crate) fn forward_and_wait(child: i32) -> i32 {
+    // SAFETY: sigwaitinfo, waitpid and kill on plain values and zeroed structures.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
         loop {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let sig = libc::sigwaitinfo(&all, &mut info);
-            if sig < 0 {
-                continue;
-            }
-            if sig != libc::SIGCHLD {
-                libc::kill(child, sig);
-                continue;
-            }
             loop {
                 let mut status = 0;
                 let reaped = libc::waitpid(-1, &mut status, libc::WNOHANG);
-                if reaped <= 0 {
-                    break;
-                }
                 if reaped == child {
-                    let code = if libc::WIFEXITED(status) {
+                    return if libc::WIFEXITED(status) {
                         libc::WEXITSTATUS(status)
                     } else {
                         128 + libc::WTERMSIG(status)
                     };
-                    std::process::exit(code);
                 }
+                if reaped <= 0 {
+                    break;
+                }
+            }
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let sig = libc::sigwaitinfo(&all, &mut info);
+            if sig > 0 && sig != libc::SIGCHLD {
+                libc::kill(child, sig);
             }
         }
     }

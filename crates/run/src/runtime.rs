@@ -12,7 +12,6 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use crate::cgroup::Cgroup;
 use crate::error::sys;
 use crate::init::{ERROR_FD, InitConfig, Rootfs, SYNC_FD};
-use crate::userns::IdMap;
 use crate::{Error, Result};
 
 /// What to start.
@@ -107,7 +106,7 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
     // EPIPE, not kill us (the child gets the default action back before exec).
     // SAFETY: changing a signal's disposition to ignored.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let maps = user_namespace_maps(launch.spec)?;
+    let maps = crate::userns::spec_maps(launch.spec)?;
     let cgroup = Cgroup::create(launch.id, linux.resources().as_ref())?;
     let (sync_r, sync_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -212,39 +211,6 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
     let _ = container.child.wait();
     let _ = container.cgroup.remove();
     Err(failure)
-}
-
-/// The uid and gid maps of the spec's user namespace, if it has one (it must have maps: we
-/// run as root and map the container's ids onto a subordinate range).
-fn user_namespace_maps(spec: &Spec) -> Result<Option<(Vec<IdMap>, Vec<IdMap>)>> {
-    let Some(linux) = spec.linux() else {
-        return Ok(None);
-    };
-    let wanted = linux
-        .namespaces()
-        .iter()
-        .flatten()
-        .any(|n| n.typ() == LinuxNamespaceType::User);
-    if !wanted {
-        return Ok(None);
-    }
-    let convert = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdMap> {
-        maps.iter()
-            .flatten()
-            .map(|m| IdMap {
-                container: m.container_id(),
-                host: m.host_id(),
-                size: m.size(),
-            })
-            .collect()
-    };
-    let (uids, gids) = (convert(linux.uid_mappings()), convert(linux.gid_mappings()));
-    if uids.is_empty() || gids.is_empty() {
-        return Err(Error::Config(
-            "a user namespace needs uid and gid mappings".into(),
-        ));
-    }
-    Ok(Some((uids, gids)))
 }
 
 /// A pipe whose ends are at fd 10 or above (so dup2 onto 3 and 4 cannot clobber them),

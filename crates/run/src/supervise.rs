@@ -100,20 +100,7 @@ pub fn supervise(
         }
     };
     runtime::block_signals();
-    let remap = spec.linux().as_ref().and_then(|l| {
-        let convert = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
-            maps.iter()
-                .flatten()
-                .map(|m| crate::userns::IdMap {
-                    container: m.container_id(),
-                    host: m.host_id(),
-                    size: m.size(),
-                })
-                .collect::<Vec<_>>()
-        };
-        let uids = convert(l.uid_mappings());
-        (!uids.is_empty()).then(|| (uids, convert(l.gid_mappings())))
-    });
+    let remap = crate::userns::spec_maps(&spec)?;
     let rootfs = match &remap {
         // Mounted here, in the host's namespace, with idmapped layers (see idmap).
         Some((uids, gids)) => {

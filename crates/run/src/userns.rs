@@ -104,6 +104,39 @@ pub fn caller_mappings(root: &Path) -> (Vec<IdMap>, Vec<IdMap>) {
     )
 }
 
+/// The uid and gid maps of a runtime spec's user namespace, if it has one (a user namespace
+/// without both maps is an error: we run as root and map onto a subordinate range).
+pub fn spec_maps(spec: &oci_spec::runtime::Spec) -> Result<Option<(Vec<IdMap>, Vec<IdMap>)>> {
+    let Some(linux) = spec.linux() else {
+        return Ok(None);
+    };
+    let wanted = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User);
+    if !wanted {
+        return Ok(None);
+    }
+    let convert = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdMap> {
+        maps.iter()
+            .flatten()
+            .map(|m| IdMap {
+                container: m.container_id(),
+                host: m.host_id(),
+                size: m.size(),
+            })
+            .collect()
+    };
+    let (uids, gids) = (convert(linux.uid_mappings()), convert(linux.gid_mappings()));
+    if uids.is_empty() || gids.is_empty() {
+        return Err(Error::Config(
+            "a user namespace needs uid and gid mappings".into(),
+        ));
+    }
+    Ok(Some((uids, gids)))
+}
+
 /// The account whose subordinate ids `--userns=remap` maps containers onto (docker's is
 /// `dockremap`).
 pub const REMAP_USER: &str = "img-remap";
