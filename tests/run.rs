@@ -1024,3 +1024,65 @@ fn a_foreground_containers_output_is_kept_for_logs() {
         "{err}"
     );
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn ulimit_dns_and_mount_as_docker_has_them() {
+    let bed = Bed::new("ulimit-dns-mount");
+    let src = bed.root.path.join("bind-src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "bound\n").unwrap();
+    let bind = format!("type=bind,source={},target=/m,readonly", src.display());
+    let run = bed.run_rm(
+        &[
+            "--ulimit",
+            "nofile=512:1024",
+            "--dns",
+            "10.0.0.53",
+            "--dns-search",
+            "example.test",
+            "--dns-option",
+            "ndots:2",
+            "--mount",
+            &bind,
+            "--mount",
+            "type=tmpfs,target=/t,tmpfs-size=1m",
+        ],
+        &[
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn; cat /etc/resolv.conf; cat /m/f; \
+             touch /m/x 2>/dev/null || echo read-only; grep ' /t ' /proc/mounts | cut -d' ' -f4",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(
+        run.stdout,
+        "512\n1024\nnameserver 10.0.0.53\nsearch example.test\noptions ndots:2\nbound\nread-only\n\
+         rw,nosuid,nodev,noexec,relatime,size=1024k\n",
+        "{run}"
+    );
+    // a limit above our own hard one is refused, as are named volumes for now
+    let ours = fs::read_to_string("/proc/self/limits").unwrap();
+    // (an unlimited hard limit cannot be exceeded: that case is then left out)
+    let hard: Option<u64> = ours
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4)?.parse().ok());
+    let above = hard.map(|h| format!("nofile=1:{}", h + 1));
+    let mut cases = vec![
+        ("--mount", "type=volume,target=/v", "named volumes"),
+        ("--dns", "not-an-ip", "--dns"),
+    ];
+    if let Some(above) = &above {
+        cases.push(("--ulimit", above.as_str(), "can only be lowered"));
+    }
+    for (flag, value, wanted) in cases {
+        let run = bed.run_rm(&[flag, value], &["true"]);
+        assert_eq!(run.code, 125, "{run}");
+        assert!(assert_one_error_line(&run.stderr).contains(wanted), "{run}");
+    }
+}

@@ -54,6 +54,21 @@ pub struct RunArgs {
     /// Mount a tmpfs: PATH[:OPTIONS] (docker's default options rw,noexec,nosuid,size=65536k)
     #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]")]
     pub tmpfs: Vec<String>,
+    /// Lower a resource limit: NAME=SOFT[:HARD] (nofile, nproc, core, …; never above img's)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// A DNS server for the container's /etc/resolv.conf
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// A DNS search domain for /etc/resolv.conf
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// A DNS option for /etc/resolv.conf
+    #[arg(long = "dns-option", value_name = "OPTION")]
+    pub dns_option: Vec<String>,
+    /// docker's --mount: type=bind,source=S,target=T[,readonly] or type=tmpfs,target=T[,tmpfs-size=N]
+    #[arg(long, value_name = "SPEC")]
+    pub mount: Vec<String>,
     /// Restart policy of a detached container: no, on-failure[:N], always, unless-stopped
     #[arg(long, value_name = "POLICY")]
     pub restart: Option<String>,
@@ -133,7 +148,7 @@ pub struct RunArgs {
 }
 
 /// Options of `img run` that take a value (so the scanner below knows where the image is).
-const VALUE_OPTIONS: [&str; 40] = [
+const VALUE_OPTIONS: [&str; 45] = [
     "--cap-add",
     "--cap-drop",
     "--security-opt",
@@ -174,6 +189,11 @@ const VALUE_OPTIONS: [&str; 40] = [
     "--stop-timeout",
     "--tmpfs",
     "--restart",
+    "--ulimit",
+    "--dns",
+    "--dns-search",
+    "--dns-option",
+    "--mount",
 ];
 
 /// docker spells `--volume` as `-v`, which is our global `--verbose` everywhere else: among
@@ -320,6 +340,23 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     } else {
         Network::Private
     };
+    let mut volumes: Vec<Volume> = args
+        .volume
+        .iter()
+        .map(|v| Volume::parse(v))
+        .collect::<Result<_, _>>()?;
+    let mut tmpfs = args.tmpfs.clone();
+    for m in &args.mount {
+        match img_run::spec::parse_mount(m)? {
+            Ok(volume) => volumes.push(volume),
+            Err(t) => tmpfs.push(t),
+        }
+    }
+    for server in &args.dns {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            bail!("invalid --dns {server:?}: expected an IP address");
+        }
+    }
     let mut env = Vec::new();
     for file in &args.env_file {
         env.extend(read_env_file(file)?);
@@ -334,7 +371,15 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
             .iter()
             .map(|h| parse_add_host(h))
             .collect::<Result<_>>()?,
-        tmpfs: args.tmpfs.clone(),
+        tmpfs,
+        dns: args.dns.clone(),
+        dns_search: args.dns_search.clone(),
+        dns_options: args.dns_option.clone(),
+        ulimits: args
+            .ulimit
+            .iter()
+            .map(|u| img_run::spec::parse_ulimit(u))
+            .collect::<Result<_, _>>()?,
         workdir: args.workdir.clone(),
         user: args.user.clone(),
         hostname: args.hostname.clone().unwrap_or_else(|| short.clone()),
@@ -342,11 +387,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         memory: args.memory.as_deref().map(parse_size).transpose()?,
         pids: args.pids_limit,
         cpus: args.cpus,
-        volumes: args
-            .volume
-            .iter()
-            .map(|v| Volume::parse(v))
-            .collect::<Result<_, _>>()?,
+        volumes,
         read_only: args.read_only,
         tty: args.tty,
         cap_add: args.cap_add.clone(),
@@ -513,9 +554,27 @@ fn write_etc_files(options: &RunOptions, dir: &Path) -> Result<EtcFiles> {
     for (host, ip) in &options.add_hosts {
         hosts.push_str(&format!("{ip}\t{host}\n"));
     }
-    let resolv = match network {
-        Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        Network::Private => String::new(),
+    let dns_given = !(options.dns.is_empty()
+        && options.dns_search.is_empty()
+        && options.dns_options.is_empty());
+    let resolv = if dns_given {
+        // docker: the given servers, search domains and options replace the host's
+        let mut text = String::new();
+        for s in &options.dns {
+            text.push_str(&format!("nameserver {s}\n"));
+        }
+        if !options.dns_search.is_empty() {
+            text.push_str(&format!("search {}\n", options.dns_search.join(" ")));
+        }
+        if !options.dns_options.is_empty() {
+            text.push_str(&format!("options {}\n", options.dns_options.join(" ")));
+        }
+        text
+    } else {
+        match network {
+            Network::Host => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            Network::Private => String::new(),
+        }
     };
     for (path, text) in [
         (&etc.hosts, hosts),

@@ -230,6 +230,23 @@ fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible
         user: &user,
         seccomp: filter.as_ref(),
     };
+    // --ulimit: only ever lowering (checked when the spec was made; the kernel refuses a
+    // raise without CAP_SYS_RESOURCE anyway).
+    for r in process.rlimits().iter().flatten() {
+        let name = format!("{:?}", r.typ());
+        let resource = crate::spec::rlimit_resource(&name)
+            .ok_or_else(|| Error::Config(format!("unknown rlimit {name}")))?;
+        let limit = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
+        // SAFETY: setrlimit of ours with a plain struct.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            return Err(sys(format!("setting {:?}", r.typ()))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
     drop_privileges(kernel, &privileges)?;
     let args = process.args().clone().unwrap_or_default();
     let with_init = spec.annotations().as_ref().is_some_and(|a| {

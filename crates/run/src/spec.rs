@@ -241,6 +241,117 @@ pub struct RunOptions {
     pub add_hosts: Vec<(String, String)>,
     /// `--tmpfs PATH[:OPTIONS]`.
     pub tmpfs: Vec<String>,
+    /// `--ulimit`: (name as `RLIMIT_NOFILE`, soft, hard), only ever lowering ours.
+    pub ulimits: Vec<(String, u64, u64)>,
+    /// `--dns`, `--dns-search`, `--dns-option`: the container's `/etc/resolv.conf`.
+    pub dns: Vec<String>,
+    /// Search domains.
+    pub dns_search: Vec<String>,
+    /// Resolver options.
+    pub dns_options: Vec<String>,
+}
+
+/// docker's `--mount`: `type=bind,source=S,target=T[,readonly]` becomes a [`Volume`],
+/// `type=tmpfs,target=T[,tmpfs-size=N][,tmpfs-mode=M]` a `--tmpfs` argument.
+pub fn parse_mount(text: &str) -> Result<std::result::Result<Volume, String>> {
+    let bad = |why: &str| Error::Config(format!("invalid --mount {text:?}: {why}"));
+    let mut kind = "volume";
+    let (mut source, mut target, mut readonly) = (None, None, false);
+    let mut tmpfs_options = Vec::new();
+    for field in text.split(',') {
+        let (key, value) = field.split_once('=').unwrap_or((field, ""));
+        match key {
+            "type" => kind = value,
+            "source" | "src" => source = Some(value),
+            "target" | "destination" | "dst" => target = Some(value),
+            "readonly" | "ro" => readonly = value.is_empty() || value == "true" || value == "1",
+            "tmpfs-size" => tmpfs_options.push(format!("size={value}")),
+            "tmpfs-mode" => tmpfs_options.push(format!("mode={value}")),
+            _ => return Err(bad(&format!("unknown field {key:?}"))),
+        }
+    }
+    let target = target.ok_or_else(|| bad("no target"))?;
+    match kind {
+        "bind" => {
+            let source = source.ok_or_else(|| bad("a bind needs a source"))?;
+            let mode = if readonly { ":ro" } else { "" };
+            Volume::parse(&format!("{source}:{target}{mode}")).map(Ok)
+        }
+        "tmpfs" => Ok(Err(if tmpfs_options.is_empty() {
+            target.to_string()
+        } else {
+            format!("{target}:{}", tmpfs_options.join(","))
+        })),
+        "volume" => Err(bad("named volumes are not supported yet (use type=bind)")),
+        other => Err(bad(&format!("unknown type {other:?}"))),
+    }
+}
+
+/// The resource number of a limit named as docker does (`nofile`), as the OCI spec does
+/// (`RLIMIT_NOFILE`) or as oci-spec's Debug prints it (`RlimitNofile`).
+pub(crate) fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    let lower = name.to_ascii_lowercase();
+    let short = lower
+        .strip_prefix("rlimit")
+        .unwrap_or(&lower)
+        .trim_start_matches('_');
+    Some(match short {
+        "core" => libc::RLIMIT_CORE,
+        "cpu" => libc::RLIMIT_CPU,
+        "data" => libc::RLIMIT_DATA,
+        "fsize" => libc::RLIMIT_FSIZE,
+        "locks" => libc::RLIMIT_LOCKS,
+        "memlock" => libc::RLIMIT_MEMLOCK,
+        "msgqueue" => libc::RLIMIT_MSGQUEUE,
+        "nice" => libc::RLIMIT_NICE,
+        "nofile" => libc::RLIMIT_NOFILE,
+        "nproc" => libc::RLIMIT_NPROC,
+        "rss" => libc::RLIMIT_RSS,
+        "rtprio" => libc::RLIMIT_RTPRIO,
+        "rttime" => libc::RLIMIT_RTTIME,
+        "sigpending" => libc::RLIMIT_SIGPENDING,
+        "stack" => libc::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+/// Parse docker's `--ulimit NAME=SOFT[:HARD]` (`nofile=1024:2048`; `-1` is unlimited) and
+/// check it against our own limits: a container may get lower ones, never higher (raising a
+/// hard limit needs CAP_SYS_RESOURCE, which img does not count on).
+pub fn parse_ulimit(text: &str) -> Result<(String, u64, u64)> {
+    let bad = |why: &str| Error::Config(format!("invalid --ulimit {text:?}: {why}"));
+    let (name, values) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=SOFT[:HARD]"))?;
+    let resource = rlimit_resource(name).ok_or_else(|| bad("unknown limit name"))?;
+    let value = |v: &str| -> Result<u64> {
+        if v == "-1" || v == "unlimited" {
+            return Ok(libc::RLIM_INFINITY);
+        }
+        v.parse().map_err(|_| bad("a limit is a number or -1"))
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((s, h)) => (value(s)?, value(h)?),
+        None => (value(values)?, value(values)?),
+    };
+    if soft > hard {
+        return Err(bad("the soft limit is above the hard one"));
+    }
+    let mut ours = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a zeroed struct of ours.
+    if unsafe { libc::getrlimit(resource, &mut ours) } != 0 {
+        return Err(bad("cannot read our own limit"));
+    }
+    if hard > ours.rlim_max {
+        return Err(bad(&format!(
+            "the hard limit {hard} is above img's own ({}): limits can only be lowered",
+            ours.rlim_max
+        )));
+    }
+    Ok((format!("RLIMIT_{}", name.to_uppercase()), soft, hard))
 }
 
 /// Host files bind-mounted over the container's `/etc/hosts`, `/etc/hostname` and
@@ -389,6 +500,14 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
         );
     }
     spec["mounts"] = json!(mounts);
+    if !opts.ulimits.is_empty() {
+        spec["process"]["rlimits"] = json!(
+            opts.ulimits
+                .iter()
+                .map(|(t, soft, hard)| json!({"type": t, "soft": soft, "hard": hard}))
+                .collect::<Vec<_>>()
+        );
+    }
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
