@@ -288,13 +288,16 @@ async fn fetch_all(
     progress: &Arc<dyn Progress>,
 ) -> Result<()> {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    // A commit runs on a blocking thread that an aborted task does not stop: each holds one
+    // of these until it has renamed or removed its temp file.
+    let commits = Arc::new(Semaphore::new(COMMITS as usize));
     let mut tasks = tokio::task::JoinSet::new();
     for blob in blobs {
         let (registry, store, repo) = (registry.clone(), store.clone(), repo.to_string());
-        let (permits, progress) = (permits.clone(), progress.clone());
+        let (permits, progress, commits) = (permits.clone(), progress.clone(), commits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            fetch_blob(&registry, &store, &repo, &blob, progress.as_ref()).await
+            fetch_blob_tracked(&registry, &store, &repo, &blob, progress.as_ref(), &commits).await
         });
     }
     while let Some(joined) = tasks.join_next().await {
@@ -306,8 +309,10 @@ async fn fetch_all(
                 reason: root_cause(&e),
             },
         };
-        // The other downloads end (and remove their temp files) before the caller goes on.
+        // The other downloads end (and remove their temp files) before the caller goes on,
+        // their commits on blocking threads included.
         tasks.shutdown().await;
+        let _all = commits.acquire_many(COMMITS).await;
         return Err(failed);
     }
     Ok(())
@@ -323,6 +328,22 @@ pub async fn fetch_blob(
     repo: &str,
     blob: &Descriptor,
     progress: &dyn Progress,
+) -> Result<()> {
+    let commits = Arc::new(Semaphore::new(1));
+    fetch_blob_tracked(registry, store, repo, blob, progress, &commits).await
+}
+
+/// More commits than can ever run at once: [`fetch_all`] takes them all to wait for every one.
+const COMMITS: u32 = 1 << 16;
+
+/// [`fetch_blob`], its commit holding a permit of `commits` while it runs.
+async fn fetch_blob_tracked(
+    registry: &Registry,
+    store: &Store,
+    repo: &str,
+    blob: &Descriptor,
+    progress: &dyn Progress,
+    commits: &Arc<Semaphore>,
 ) -> Result<()> {
     let digest = blob.digest();
     let what = format!("blob {digest} of {}/{repo}", registry.name());
@@ -381,12 +402,24 @@ pub async fn fetch_blob(
         }
     }
     // The fsync waits for the disk: let the async workers keep downloading meanwhile.
-    tokio::task::spawn_blocking(move || ingest.commit().map(drop))
+    let held = commits
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|e| Error::Interrupted {
             what: format!("blob {digest}"),
-            reason: root_cause(&e),
-        })??;
+            reason: e.to_string(),
+        })?;
+    tokio::task::spawn_blocking(move || {
+        let committed = ingest.commit().map(drop);
+        drop(held);
+        committed
+    })
+    .await
+    .map_err(|e| Error::Interrupted {
+        what: format!("blob {digest}"),
+        reason: root_cause(&e),
+    })??;
     progress.done(digest);
     Ok(())
 }
