@@ -173,23 +173,27 @@ fn find(root: &Path, what: &str) -> Result<(PathBuf, ContainerState)> {
     Ok(ContainerState::find(root, what)?)
 }
 
-/// Start the supervisor of the container in `dir` in the background and wait until its
-/// command runs (or fails to start).
-pub fn start_detached(dir: &Path) -> Result<ContainerState> {
-    let exe = std::env::current_exe().context("finding our own binary")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("__supervise")
-        .arg(dir)
-        .stdin(Stdio::null())
+/// Make `cmd` a process of its own that outlives us: no stdio, its own session.
+fn detached(cmd: &mut Command) {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: setsid between fork and exec: the supervisor outlives us in its own session.
+    // SAFETY: setsid between fork and exec is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             libc::setsid();
             Ok(())
         });
     }
+}
+
+/// Start the supervisor of the container in `dir` in the background and wait until its
+/// command runs (or fails to start).
+pub fn start_detached(dir: &Path) -> Result<ContainerState> {
+    let exe = std::env::current_exe().context("finding our own binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__supervise").arg(dir);
+    detached(&mut cmd);
     let mut child = cmd.spawn().context("starting the container's supervisor")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -891,16 +895,7 @@ pub fn run_exec(global: &Global, args: ExecArgs) -> Result<ExitCode> {
     let mut cmd = Command::new(exe);
     cmd.arg("__exec").arg(&path);
     if args.detach {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: setsid between fork and exec: it outlives us in its own session.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        detached(&mut cmd);
         cmd.spawn().context("starting img __exec")?;
         return Ok(ExitCode::SUCCESS);
     }

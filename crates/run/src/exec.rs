@@ -19,7 +19,6 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::sys;
 use crate::recorded::Recorded;
-use crate::user::User;
 use crate::{Error, Result};
 
 /// What `img exec` asks for, written by the caller for [`main`].
@@ -159,21 +158,7 @@ fn enter(
     process: &oci_spec::runtime::Process,
     filter: Option<&crate::seccomp::Filter>,
 ) -> Result<std::convert::Infallible> {
-    let user_spec = cfg.user.clone().or_else(|| {
-        spec.annotations()
-            .as_ref()
-            .and_then(|a| a.get(crate::spec::USER_ANNOTATION))
-            .cloned()
-    });
-    let user = match user_spec {
-        Some(u) => crate::user::resolve(Path::new("/"), &u)?,
-        None => User {
-            uid: process.user().uid(),
-            gid: process.user().gid(),
-            groups: process.user().additional_gids().clone().unwrap_or_default(),
-            home: "/".into(),
-        },
-    };
+    let user = crate::user::of_spec(spec, process, cfg.user.as_deref())?;
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
     for e in &cfg.env {
         let key = e.split('=').next().unwrap_or_default();

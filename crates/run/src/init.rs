@@ -175,20 +175,7 @@ fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible
         kernel.mount(Path::new("/"), Mount::Remount { flags })?;
     }
 
-    let user_spec = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(crate::spec::USER_ANNOTATION))
-        .cloned();
-    let user = match user_spec {
-        Some(u) => crate::user::resolve(Path::new("/"), &u)?,
-        None => User {
-            uid: process.user().uid(),
-            gid: process.user().gid(),
-            groups: process.user().additional_gids().clone().unwrap_or_default(),
-            home: "/".into(),
-        },
-    };
+    let user = crate::user::of_spec(&spec, &process, None)?;
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));

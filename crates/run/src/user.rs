@@ -172,3 +172,28 @@ mod tests {
         assert!(resolve_in(PASSWD, GROUP, "redis:nogrp").is_err());
     }
 }
+
+/// The user a container's process runs as: the annotation `img run` leaves (`-u`, or the
+/// image's `User`), resolved against the container's own passwd and group (we are inside its
+/// root by then), else the spec's numeric user. `given` (exec's `-u`) wins over both.
+pub(crate) fn of_spec(
+    spec: &oci_spec::runtime::Spec,
+    process: &oci_spec::runtime::Process,
+    given: Option<&str>,
+) -> Result<User> {
+    let named = given.map(str::to_string).or_else(|| {
+        spec.annotations()
+            .as_ref()
+            .and_then(|a| a.get(crate::spec::USER_ANNOTATION))
+            .cloned()
+    });
+    match named {
+        Some(u) => resolve(Path::new("/"), &u),
+        None => Ok(User {
+            uid: process.user().uid(),
+            gid: process.user().gid(),
+            groups: process.user().additional_gids().clone().unwrap_or_default(),
+            home: "/".into(),
+        }),
+    }
+}
