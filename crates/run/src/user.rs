@@ -127,6 +127,31 @@ pub fn resolve_in(passwd: &str, group: &str, spec: &str) -> Result<User> {
     })
 }
 
+/// The user a container's process runs as: the annotation `img run` leaves (`-u`, or the
+/// image's `User`), resolved against the container's own passwd and group (we are inside its
+/// root by then), else the spec's numeric user. `given` (exec's `-u`) wins over both.
+pub(crate) fn of_spec(
+    spec: &oci_spec::runtime::Spec,
+    process: &oci_spec::runtime::Process,
+    given: Option<&str>,
+) -> Result<User> {
+    let named = given.map(str::to_string).or_else(|| {
+        spec.annotations()
+            .as_ref()
+            .and_then(|a| a.get(crate::spec::USER_ANNOTATION))
+            .cloned()
+    });
+    match named {
+        Some(u) => resolve(Path::new("/"), &u),
+        None => Ok(User {
+            uid: process.user().uid(),
+            gid: process.user().gid(),
+            groups: process.user().additional_gids().clone().unwrap_or_default(),
+            home: "/".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,30 +195,5 @@ mod tests {
         let err = resolve_in(PASSWD, GROUP, "ghost").unwrap_err().to_string();
         assert!(err.contains("ghost"), "{err}");
         assert!(resolve_in(PASSWD, GROUP, "redis:nogrp").is_err());
-    }
-}
-
-/// The user a container's process runs as: the annotation `img run` leaves (`-u`, or the
-/// image's `User`), resolved against the container's own passwd and group (we are inside its
-/// root by then), else the spec's numeric user. `given` (exec's `-u`) wins over both.
-pub(crate) fn of_spec(
-    spec: &oci_spec::runtime::Spec,
-    process: &oci_spec::runtime::Process,
-    given: Option<&str>,
-) -> Result<User> {
-    let named = given.map(str::to_string).or_else(|| {
-        spec.annotations()
-            .as_ref()
-            .and_then(|a| a.get(crate::spec::USER_ANNOTATION))
-            .cloned()
-    });
-    match named {
-        Some(u) => resolve(Path::new("/"), &u),
-        None => Ok(User {
-            uid: process.user().uid(),
-            gid: process.user().gid(),
-            groups: process.user().additional_gids().clone().unwrap_or_default(),
-            home: "/".into(),
-        }),
     }
 }
