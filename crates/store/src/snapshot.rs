@@ -123,13 +123,15 @@ impl Store {
             crate::ingest::unique()
         ));
         fs::create_dir(&dir).at(&dir)?;
-        let fs_dir = dir.join("fs");
-        fs::create_dir(&fs_dir).at(&fs_dir)?;
-        Ok(SnapshotTemp {
+        // From here the guard removes `dir` on any failure (a full disk can refuse `fs/`).
+        let temp = SnapshotTemp {
             dir,
             target,
             done: false,
-        })
+        };
+        let fs_dir = temp.dir.join("fs");
+        fs::create_dir(&fs_dir).at(&fs_dir)?;
+        Ok(temp)
     }
 
     /// Every complete or partial snapshot directory present, by chain ID.
