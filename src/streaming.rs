@@ -57,14 +57,16 @@ impl Unpacking {
         })
     }
 
-    /// Wait for the workers; the first error any of them met.
+    /// Wait for every worker (one that is still unpacking must clean up its temp snapshot
+    /// before the process exits); the first error any of them met.
     pub fn finish(&self) -> Option<img_unpack::Error> {
         lock(&self.tx).take();
         let workers = std::mem::take(&mut *lock(&self.workers));
-        workers
+        let errors: Vec<_> = workers
             .into_iter()
             .filter_map(|w| w.join().ok().flatten())
-            .next()
+            .collect();
+        errors.into_iter().next()
     }
 
     fn wake(&self) {
