@@ -64,16 +64,9 @@ pub fn main(config: &Path) -> ! {
 fn setup(config: &Path) -> Result<i32> {
     // SAFETY: prctl on our own process with plain values.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    let text = std::fs::read(config).map_err(sys(config.display()))?;
+    let loaded = crate::init::load_config(config, |c: &ExecConfig| &c.spec);
     let _ = std::fs::remove_file(config);
-    let cfg: ExecConfig = serde_json::from_slice(&text)
-        .map_err(|e| Error::Config(format!("{}: {e}", config.display())))?;
-    let spec =
-        Spec::load(&cfg.spec).map_err(|e| Error::Config(format!("{}: {e}", cfg.spec.display())))?;
-    let process = spec
-        .process()
-        .clone()
-        .ok_or_else(|| Error::Config("the container's spec has no process".into()))?;
+    let (cfg, spec, process) = loaded?;
     let linux = spec.linux().clone().unwrap_or_default();
     let filter = linux
         .seccomp()

@@ -81,18 +81,28 @@ pub fn main(config: &Path) -> ! {
     std::process::exit(code)
 }
 
+/// A helper's JSON config at `path` (init's, exec's), the container's spec it names, and the
+/// spec's process.
+pub(crate) fn load_config<C: serde::de::DeserializeOwned>(
+    path: &Path,
+    spec_of: impl Fn(&C) -> &Path,
+) -> Result<(C, Spec, oci_spec::runtime::Process)> {
+    let text = std::fs::read(path).map_err(sys(path.display()))?;
+    let cfg: C = serde_json::from_slice(&text)
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let spec_path = spec_of(&cfg);
+    let spec = Spec::load(spec_path)
+        .map_err(|e| Error::Config(format!("{}: {e}", spec_path.display())))?;
+    let process = spec.process().clone().ok_or_else(|| {
+        Error::Config(format!("{}: the spec has no process", spec_path.display()))
+    })?;
+    Ok((cfg, spec, process))
+}
+
 fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible> {
     // Nothing the caller left open goes further than this (fds 3 to 6 are ours).
     crate::process::close_from(USERNS_FD as u32 + 1)?;
-    let text = std::fs::read(config).map_err(sys(config.display()))?;
-    let cfg: InitConfig = serde_json::from_slice(&text)
-        .map_err(|e| Error::Config(format!("{}: {e}", config.display())))?;
-    let spec =
-        Spec::load(&cfg.spec).map_err(|e| Error::Config(format!("{}: {e}", cfg.spec.display())))?;
-    let process = spec
-        .process()
-        .clone()
-        .ok_or_else(|| Error::Config("the spec has no process".into()))?;
+    let (cfg, spec, process) = load_config(config, |c: &InitConfig| &c.spec)?;
     let terminal = process.terminal().unwrap_or(false);
     if !terminal {
         crate::process::close_one(CONSOLE_FD);
