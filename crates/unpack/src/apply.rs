@@ -32,8 +32,9 @@ pub enum Mode {
     /// Apply them: `.wh.NAME` deletes NAME, `.wh..wh..opq` empties the directory of what lower
     /// layers put there. For a flattened rootfs, layers applied in order to one directory.
     Flatten,
-    /// Keep them in overlayfs' own form (a 0:0 character device; `trusted.overlay.opaque=y`)
-    /// for a per-layer snapshot that overlayfs stacks. Needs root.
+    /// Keep them in overlayfs' own form (a 0:0 character device; `trusted.overlay.opaque=y`,
+    /// or `user.overlay.opaque=y` without root: see [`opaque_xattr`]) for a per-layer
+    /// snapshot that overlayfs stacks.
     Overlay,
 }
 
@@ -359,7 +360,8 @@ impl Applier {
                 }
             }
             Mode::Overlay => {
-                rustix::fs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", XattrFlags::empty())
+                let name = opaque_xattr(self.privileged);
+                rustix::fs::fsetxattr(&dir, name, b"y", XattrFlags::empty())
                     .map_err(|e| io_at(label)(e.into()))?;
             }
         }
@@ -736,9 +738,26 @@ fn xattr_names(path: &Path) -> Vec<OsString> {
     };
     buf[..n]
         .split(|&b| b == 0)
-        .filter(|k| !k.is_empty() && !k.starts_with(b"trusted.overlay."))
+        .filter(|k| !k.is_empty() && !is_overlay_xattr(k))
         .map(|k| OsStr::from_bytes(k).to_owned())
         .collect()
+}
+
+/// Whether `name` is one of overlayfs' own attributes: `trusted.overlay.*`, or
+/// `user.overlay.*`, which it reads instead when mounted with `userxattr` (in a user namespace).
+fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// The opaque-directory marker overlayfs reads: `trusted.overlay.opaque` as root,
+/// `user.overlay.opaque` for snapshots an unprivileged user prepares (mounted with `userxattr`
+/// inside a user namespace, where `trusted.*` cannot be set).
+pub fn opaque_xattr(privileged: bool) -> &'static str {
+    if privileged {
+        "trusted.overlay.opaque"
+    } else {
+        "user.overlay.opaque"
+    }
 }
 
 /// Where an unprivileged unpack keeps the owner a file should have (containers/storage's name).
@@ -778,7 +797,7 @@ impl Meta {
                 let value = ext.value_bytes();
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                     // overlayfs' own attributes are ours to set, never a layer's.
-                    if !name.starts_with(b"trusted.overlay.") {
+                    if !is_overlay_xattr(name) {
                         xattrs.push((OsStr::from_bytes(name).to_owned(), value.to_vec()));
                     }
                 } else if key == b"mtime" {

@@ -59,12 +59,17 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Pat
         .rev()
         .map(|p| escape(&p.display().to_string()))
         .collect();
-    let data = format!(
+    let mut data = format!(
         "lowerdir={},upperdir={},workdir={}",
         lowerdir.join(":"),
         escape(&upper.display().to_string()),
         escape(&work.display().to_string())
     );
+    if !in_initial_user_namespace() {
+        // A rootless container's root: overlayfs keeps its attributes in `user.overlay.*`
+        // (where an unprivileged unpack put the opaque markers; kernel 5.11 and later).
+        data.push_str(",userxattr");
+    }
     let data = CString::new(data).map_err(|_| Error::Io {
         path: merged.display().to_string(),
         cause: std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a path"),
@@ -79,6 +84,14 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Pat
     .map_err(|e| Error::Io {
         path: format!("mounting overlay at {}", merged.display()),
         cause: e.into(),
+    })
+}
+
+/// Whether this process is in the host's user namespace (its uid map is the identity over
+/// every id), not in one a rootless container made.
+pub fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").map_or(true, |map| {
+        map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
     })
 }
 

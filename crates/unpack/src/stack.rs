@@ -97,11 +97,13 @@ impl Lowers {
 }
 
 fn is_opaque(dir: &Path) -> bool {
-    let mut value = [0u8; 4];
-    matches!(
-        rustix::fs::lgetxattr(dir, "trusted.overlay.opaque", &mut value),
-        Ok(1) if value[0] == b'y'
-    )
+    [true, false].into_iter().any(|privileged| {
+        let mut value = [0u8; 4];
+        matches!(
+            rustix::fs::lgetxattr(dir, crate::apply::opaque_xattr(privileged), &mut value),
+            Ok(1) if value[0] == b'y'
+        )
+    })
 }
 
 #[cfg(test)]
