@@ -104,6 +104,9 @@ enum Command {
         /// The exec's config, removed once read
         config: std::path::PathBuf,
     },
+    /// (internal) a rootless container's port forwarder, inside its network namespace
+    #[command(name = "__dial", hide = true)]
+    Dial,
     /// (internal) a container's first process
     #[command(name = "__init", hide = true)]
     Init {
@@ -297,6 +300,7 @@ fn main() -> ExitCode {
         Command::Version => commands::version::run(g),
         Command::Supervise { dir } => commands::container::run_supervise(&dir),
         Command::Init { config } => img_run::init::main(&config),
+        Command::Dial => img_run::ports::dial_main(),
         Command::Gc => commands::gc::run(g),
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {
             commands::layers::run_history(g, a)

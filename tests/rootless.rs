@@ -8,7 +8,7 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -256,23 +256,237 @@ fn a_bundle_written_without_root_runs_under_rootless_runc() {
     }
 }
 
+/// The first subordinate id `file` (/etc/subuid or /etc/subgid) gives `name`, read by us
+/// as newuidmap reads it.
+fn first_subordinate(file: &str, name: &str) -> u32 {
+    let text = fs::read_to_string(file).unwrap();
+    text.lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() == 3 && f[0] == name).then(|| f[1].parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("{file} has no range for {name}"))
+}
+
 #[test]
 #[cfg_attr(
     not(img_root),
     ignore = "needs root to become the test bed's ordinary account: run as root, as tools/test does"
 )]
-fn without_root_run_and_limits_say_they_need_it() {
+fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
+    let tb = testbed();
+    let me = Rootless::new("run");
+    let busybox = format!("{}/busybox:latest", tb.plain);
+    let edge = format!("{}/edge:latest", tb.plain);
+    me.ok(&["pull", "-q", &busybox]);
+    me.ok(&["pull", "-q", &edge]);
+    let name = &testbed().rootless_user;
+    let (sub_uid, sub_gid) = (
+        first_subordinate("/etc/subuid", name),
+        first_subordinate("/etc/subgid", name),
+    );
+
+    // The image's root is the user; its other ids are the user's subordinate ones.
+    let out = me.ok(&[
+        "run",
+        "--rm",
+        &busybox,
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map; cat /proc/self/gid_map",
+    ]);
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let (uid, sub) = (me.uid.to_string(), sub_uid.to_string());
+    assert_eq!(lines[0], ["0"], "{out}");
+    assert_eq!(lines[1], ["0", uid.as_str(), "1"], "{out}");
+    assert_eq!(lines[2], ["1", sub.as_str(), "65536"], "{out}");
+
+    // A file made by uid 1000 inside is subordinate id 999 past the range's start outside,
+    // as stat (not img) sees it in the container's writable layer.
+    let id = me
+        .ok(&[
+            "run",
+            "-u",
+            "1000:1000",
+            &busybox,
+            "sh",
+            "-c",
+            "touch /tmp/mine",
+        ])
+        .trim()
+        .to_string();
+    assert!(id.is_empty(), "a foreground run printed {id}");
+    let containers = me.data().join("img/containers");
+    let mine = fs::read_dir(&containers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("upper/tmp/mine"))
+        .find(|p| p.exists())
+        .expect("the container's writable layer has /tmp/mine");
+    let meta = fs::metadata(&mine).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (sub_uid + 999, sub_gid + 999),
+        "{}",
+        mine.display()
+    );
+    // ... and rm removes what the user could not remove by itself (subordinate owners).
+    me.ok(&["container", "prune", "-f"]);
+    let left: Vec<_> = fs::read_dir(&containers).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "left in {}: {left:?}",
+        containers.display()
+    );
+
+    // The attack: the container's root tries what host root could do. A host root-only
+    // directory and file bound in stay closed; a device node cannot be made; the host
+    // file is unchanged.
+    let secret_dir = me.home.join("root-only");
+    fs::create_dir(&secret_dir).unwrap();
+    fs::write(secret_dir.join("secret"), "host secret\n").unwrap();
+    fs::set_permissions(&secret_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let victim = me.home.join("victim");
+    fs::write(&victim, "untouched\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+    let run = me.img(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/secret", secret_dir.display()),
+        "-v",
+        &format!("{}:/victim", victim.display()),
+        &busybox,
+        "sh",
+        "-c",
+        "cat /secret/secret && echo READ; echo owned >> /victim && echo WROTE; \
+         mknod /tmp/sda b 8 0 && echo MKNOD; chown 0 /victim && echo CHOWN; exit 0",
+    ]);
+    run.assert_ok();
+    for word in ["READ", "WROTE", "MKNOD", "CHOWN"] {
+        assert!(
+            !run.stdout.contains(word),
+            "the container could {word}: {run}"
+        );
+    }
+    assert!(run.stderr.contains("Permission denied"), "{run}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched\n");
+
+    // The layers stack as the image says (whiteouts and an opaque directory, marked in
+    // user.overlay.* for a rootless mount): edge has no shell, the host's static busybox
+    // is bound in.
+    let out = me.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "/usr/bin/busybox:/busybox:ro",
+        &edge,
+        "/busybox",
+        "sh",
+        "-c",
+        "/busybox ls /opq; /busybox ls /data; /busybox stat -c %u /home/user",
+    ]);
+    // /home/user is uid 1000's in the image: a rootless snapshot is the user's (its root's
+    // inside), the owner kept only in user.containers.override_stat (see README).
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["c", "becomes-dir", "keep", "replaced", "0"],
+        "{out}"
+    );
+
+    // Detached, with a port, exec, stop and rm.
+    let id = me
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            "127.0.0.1:0:8080",
+            &busybox,
+            "sh",
+            "-c",
+            "echo served > /www; httpd -f -p 8080 -h /",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let port: u16 = me
+        .ok(&["port", "web", "8080"])
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Until httpd listens inside (the state, however long a loaded machine takes to get there;
+    // the bound is only against a hang).
+    let get = || -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /www HTTP/1.0\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.contains("served").then_some(text)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let body = loop {
+        if let Some(text) = get() {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rootless container never served on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(body.starts_with("HTTP/1."), "{body}");
+    assert_eq!(me.ok(&["exec", "web", "id", "-u"]).trim(), "0");
+    me.ok(&["stop", "-t", "1", "web"]);
+    me.ok(&["rm", "web"]);
+    let left: Vec<_> = fs::read_dir(&containers).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "left in {}: {left:?}",
+        containers.display()
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root to become the test bed's ordinary account: run as root, as tools/test does"
+)]
+fn without_root_limits_devices_and_remap_say_they_need_it() {
     let tb = testbed();
     let me = Rootless::new("refused");
     let busybox = format!("{}/busybox:latest", tb.plain);
     me.ok(&["pull", "-q", &busybox]);
 
-    let run = me.img(&["run", "--rm", &busybox, "true"]);
-    assert_eq!(run.code, 125, "{run}");
-    assert!(
-        assert_one_error_line(&run.stderr).contains("needs root"),
-        "{run}"
-    );
+    for (args, said) in [
+        (&["--memory", "10m"][..], "--memory needs root"),
+        (&["--pids-limit", "5"][..], "--pids-limit needs root"),
+        (&["--device", "/dev/null"][..], "--device needs root"),
+        (&["--userns", "remap"][..], "--userns=remap needs root"),
+        (&["--privileged"][..], "--privileged needs root"),
+    ] {
+        let mut all = vec!["run", "--rm"];
+        all.extend(args);
+        all.extend([busybox.as_str(), "true"]);
+        let run = me.img(&all);
+        assert_eq!(run.code, 125, "{run}");
+        assert!(assert_one_error_line(&run.stderr).contains(said), "{run}");
+    }
+    let containers = me.data().join("img/containers");
+    let left: Vec<_> = fs::read_dir(&containers)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "refused runs left {left:?}");
 
     let bundle = me.home.join("limited");
     let run = me.img(&[

@@ -326,11 +326,17 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     if restart.is_some() && (!args.detach || args.rm) {
         bail!("--restart needs -d and cannot be combined with --rm (as with docker)");
     }
-    if args.bundle.is_none() && !img_run::userns::is_root() {
-        bail!(
-            "running a container needs root: img has no rootless runtime yet (pull, images, \
-             inspect, layers, unpack, rmi, gc, fsck and run --bundle work as any user)"
-        );
+    if !img_run::userns::is_root() {
+        // Rootless: what needs host root is refused, not dropped (limits: see make_rootless).
+        for (asked, flag) in [
+            (args.userns.as_deref() == Some("remap"), "--userns=remap"),
+            (args.privileged, "--privileged"),
+            (!args.device.is_empty(), "--device"),
+        ] {
+            if asked {
+                bail!("{flag} needs root (a rootless container has only what its user has)");
+            }
+        }
     }
     let (store, image) = args.source.image_announced(global, &args.image)?;
     let id = new_id();
@@ -443,7 +449,10 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     // Foreground --rm removes the directory here; a detached one's supervisor does.
     let guard = ContainerDir::create(&dir, args.rm && !args.detach)?;
     let etc = write_etc_files(&options, &dir)?;
-    let spec = img_run::build_spec(&image.config, &options, &etc)?;
+    let mut spec = img_run::build_spec(&image.config, &options, &etc)?;
+    if !img_run::userns::is_root() {
+        spec = rootless_spec(spec)?;
+    }
     let config = dir.join("config.json");
     std::fs::write(&config, serde_json::to_vec_pretty(&spec)?)
         .with_context(|| format!("writing {}", config.display()))?;
@@ -511,6 +520,23 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     let code = img_run::supervise(&dir, io, exe, |_| {})?;
     drop(guard);
     Ok(code)
+}
+
+/// The spec of a container an ordinary user runs: the user as its root and its subordinate
+/// ids from 1, in a user namespace that owns the others; no cgroup (limits refused).
+fn rootless_spec<S: serde::Serialize + serde::de::DeserializeOwned>(spec: S) -> Result<S> {
+    let (uids, gids) = img_run::userns::caller_mappings(Path::new("/"));
+    if uids.len() < 2 || gids.len() < 2 {
+        bail!(
+            "a rootless container needs subordinate ids for {}: add a range to /etc/subuid and \
+             /etc/subgid (e.g. `usermod --add-subuids 100000-165535 --add-subgids \
+             100000-165535 USER`)",
+            std::env::var("USER").unwrap_or_else(|_| "this user".into())
+        );
+    }
+    let mut value = serde_json::to_value(&spec)?;
+    img_run::userns::make_rootless(&mut value, &uids, &gids)?;
+    Ok(serde_json::from_value(value)?)
 }
 
 /// The container's directory, removed on drop when `--rm` asked for it.

@@ -245,6 +245,14 @@ impl Cgroup {
         Ok(())
     }
 
+    /// No cgroup: a rootless container's (nothing to add to, limit or remove).
+    pub fn none() -> Cgroup {
+        Cgroup {
+            dirs: Vec::new(),
+            unified: false,
+        }
+    }
+
     /// The cgroup a container of this id would have, as far as it exists.
     pub fn existing(name: &str) -> Cgroup {
         let root = Path::new(ROOT);

@@ -89,7 +89,10 @@ fn setup(config: &Path) -> Result<i32> {
         .map_err(|_| not_running())?;
     recorded.check().map_err(|_| not_running())?;
 
-    crate::cgroup::Cgroup::existing(&cfg.id).add(std::process::id())?;
+    let rootless = !crate::userns::is_root();
+    if !rootless {
+        crate::cgroup::Cgroup::existing(&cfg.id).add(std::process::id())?;
+    }
     let mut flags = 0;
     let mut userns = false;
     for ns in linux.namespaces().iter().flatten() {
@@ -107,10 +110,16 @@ fn setup(config: &Path) -> Result<i32> {
             _ => 0,
         };
     }
-    setns(&pidfd, flags)?;
-    if userns {
-        // Last: the other namespaces are the host root's (see init), joined above as root.
-        setns(&pidfd, libc::CLONE_NEWUSER)?;
+    if rootless {
+        // The user namespace owns the others (see runtime::start): the kernel joins it first
+        // and the rest as its root.
+        setns(&pidfd, flags | libc::CLONE_NEWUSER)?;
+    } else {
+        setns(&pidfd, flags)?;
+        if userns {
+            // Last: the other namespaces are the host root's (see init), joined above as root.
+            setns(&pidfd, libc::CLONE_NEWUSER)?;
+        }
     }
 
     // SAFETY: fork of this single-threaded process; both sides go on with ordinary code.

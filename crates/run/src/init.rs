@@ -42,6 +42,10 @@ pub struct InitConfig {
     pub spec: PathBuf,
     /// Where the root filesystem comes from.
     pub rootfs: Rootfs,
+    /// Whether init was started in a user namespace of its own already (without root): then
+    /// devices are bound from the host's `/dev`, not made (see [`crate::runtime::start`]).
+    #[serde(default)]
+    pub rootless: bool,
 }
 
 /// A container's root filesystem.
@@ -121,20 +125,27 @@ fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible
             .flatten()
             .any(|n| n.typ() == t && n.path().is_none())
     };
-    let userns = has_ns(LinuxNamespaceType::User);
+    // The user namespace init makes itself, last (as root); a rootless one exists already.
+    let userns = has_ns(LinuxNamespaceType::User) && !cfg.rootless;
     if !userns {
         crate::process::close_one(USERNS_FD);
     }
 
     // Our mounts stay in our namespace.
     kernel.mount(Path::new("/"), Mount::Private)?;
-    if userns && has_ns(LinuxNamespaceType::Network) {
+    if has_ns(LinuxNamespaceType::User) && has_ns(LinuxNamespaceType::Network) {
         // Root in a user namespace holds no capability over this network namespace (ours
         // made it): low ports and ping are opened to every user of it, as docker does for
         // every container (/proc is still the host's mount here; net.* is our namespace's).
+        // Inside a rootless user namespace only the groups it maps can be named.
+        let groups = if cfg.rootless {
+            format!("0 {}", last_mapped_gid()?)
+        } else {
+            "0 2147483647".to_string()
+        };
         for (key, value) in [
             ("net/ipv4/ip_unprivileged_port_start", "0"),
-            ("net/ipv4/ping_group_range", "0 2147483647"),
+            ("net/ipv4/ping_group_range", groups.as_str()),
         ] {
             let path = Path::new("/proc/sys").join(key);
             std::fs::write(&path, value).map_err(sys(path.display()))?;
@@ -163,7 +174,7 @@ fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible
         }
     };
     let root = Root::open(&root_path)?;
-    rootfs::prepare(kernel, &root, &spec)?;
+    rootfs::prepare(kernel, &root, &spec, cfg.rootless)?;
     rustix::process::chdir(root.path()).map_err(crate::error::errno(root.path().display()))?;
     drop(root);
     kernel.pivot_root()?;
@@ -294,6 +305,22 @@ pub(crate) fn drop_privileges(sys: &dyn Syscall, p: &Privileges<'_>) -> Result<(
         sys.install_seccomp(filter)?;
     }
     sys.cloexec_from(3)
+}
+
+/// The highest group id our user namespace maps.
+fn last_mapped_gid() -> Result<u64> {
+    let path = "/proc/self/gid_map";
+    let text = std::fs::read_to_string(path).map_err(sys(path))?;
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            (fields.len() == 3 && fields[2] > 0).then(|| fields[0] + fields[2] - 1)
+        })
+        .max()
+        .ok_or_else(|| Error::Config(format!("{path} maps no group")))
 }
 
 fn loopback_up() -> Result<()> {

@@ -22,6 +22,7 @@ pub mod restart;
 mod rootfs;
 pub mod runtime;
 pub mod seccomp;
+pub mod spawn;
 pub mod spec;
 pub mod state;
 pub mod supervise;

@@ -2,9 +2,14 @@
 //! and, for each connection, dial 127.0.0.1:CTR from a thread that has joined the container's
 //! network namespace, then copy bytes both ways. No iptables, no bridge, no other address.
 
+use std::ffi::OsStr;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::mpsc;
+
+use crate::spawn::Stdio;
 
 use crate::Result;
 use crate::error::sys;
@@ -45,29 +50,57 @@ pub fn listen(ports: &[Port]) -> Result<Vec<(Port, TcpListener)>> {
         .collect()
 }
 
-/// Serve the listeners for the container whose PID 1 is `pid`, on background threads.
-pub fn forward(pid: u32, listeners: Vec<(Port, TcpListener)>) -> Result<()> {
+/// Serve the listeners for the container whose PID 1 is `pid`, on background threads. As
+/// root one thread joins the container's network namespace to dial; without root (a rootless
+/// container, whose namespace only its user namespace's root may join) `exe __dial` does,
+/// started inside both, and hands each connection back over a socket.
+pub fn forward(pid: u32, listeners: Vec<(Port, TcpListener)>, exe: &Path) -> Result<()> {
     if listeners.is_empty() {
         return Ok(());
     }
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .map_err(sys(format!("/proc/{pid}/ns/net")))?;
-    // One thread lives in the container's namespace and makes the inside connections.
+    let ns = |kind: &str| {
+        let path = format!("/proc/{pid}/ns/{kind}");
+        std::fs::File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(sys(path))
+    };
+    let net = ns("net")?;
+    // One thread (with the helper, as the case may be) makes the inside connections.
     let (dial_tx, dial_rx) = mpsc::channel::<(u16, mpsc::Sender<io::Result<TcpStream>>)>();
-    std::thread::spawn(move || {
-        if let Err(e) = rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&ns),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        ) {
-            for (_, reply) in dial_rx {
-                let _ = reply.send(Err(e.into()));
+    if crate::userns::is_root() {
+        std::thread::spawn(move || {
+            if let Err(e) = rustix::thread::move_into_link_name_space(
+                net.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            ) {
+                for (_, reply) in dial_rx {
+                    let _ = reply.send(Err(e.into()));
+                }
+                return;
             }
-            return;
-        }
-        for (port, reply) in dial_rx {
-            let _ = reply.send(TcpStream::connect(("127.0.0.1", port)));
-        }
-    });
+            for (port, reply) in dial_rx {
+                let _ = reply.send(TcpStream::connect(("127.0.0.1", port)));
+            }
+        });
+    } else {
+        let (ours, theirs) = crate::tty::console_socket()?;
+        let mut helper = crate::spawn::spawn(crate::spawn::Spawn {
+            exe,
+            args: &[OsStr::new("__dial")],
+            stdio: [Stdio::Null, Stdio::Null, Stdio::Inherit],
+            fds: vec![(theirs, DIAL_FD)],
+            namespaces: 0,
+            maps: None,
+            join: vec![ns("user")?, net],
+        })?;
+        std::thread::spawn(move || {
+            for (port, reply) in dial_rx {
+                let _ = reply.send(dial_through(&ours, port));
+            }
+            drop(ours);
+            let _ = helper.wait();
+        });
+    }
     for (port, listener) in listeners {
         let dial = dial_tx.clone();
         std::thread::spawn(move || {
@@ -86,6 +119,38 @@ pub fn forward(pid: u32, listeners: Vec<(Port, TcpListener)>) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Where `img __dial` finds its socket.
+const DIAL_FD: i32 = 3;
+
+/// Ask the helper for a connection to the container's 127.0.0.1:`port`.
+fn dial_through(socket: &OwnedFd, port: u16) -> io::Result<TcpStream> {
+    rustix::io::write(socket, &port.to_be_bytes())?;
+    let fd = crate::tty::receive_fd(socket).map_err(io::Error::other)?;
+    Ok(TcpStream::from(fd))
+}
+
+/// `img __dial`, inside a rootless container's user and network namespaces: for each port
+/// asked on fd 3, connect to 127.0.0.1:PORT and send the connection back (nothing when it
+/// fails: the asker sees the byte alone). Ends when the asker closes the socket.
+pub fn dial_main() -> ! {
+    // SAFETY: fd 3 was put there for us by `forward`.
+    let socket = unsafe { OwnedFd::from_raw_fd(DIAL_FD) };
+    loop {
+        let mut port = [0u8; 2];
+        match rustix::io::read(&socket, &mut port) {
+            Ok(2) => {}
+            _ => std::process::exit(0),
+        }
+        let port = u16::from_be_bytes(port);
+        let connected = TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(OwnedFd::from);
+        if crate::tty::send_fd(&socket, connected.as_ref().map(|c| c.as_fd())).is_err() {
+            std::process::exit(0);
+        }
+    }
 }
 
 /// Copy both ways until either side closes.

@@ -1,17 +1,18 @@
 //! The parent's side of running a container: write the spec, make the cgroup, start
 //! `img __init` in new namespaces, put it in the cgroup, let it go, and wait.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::cgroup::Cgroup;
 use crate::error::sys;
 use crate::init::{ERROR_FD, InitConfig, Rootfs, SYNC_FD};
+pub use crate::spawn::{Process, Stdio};
+use crate::spawn::{Spawn, pipe, spawn};
 use crate::{Error, Result};
 
 /// What to start.
@@ -37,21 +38,15 @@ pub struct Launch<'a> {
 #[derive(Debug)]
 pub struct Container {
     /// Its init process (the command, once exec'd): PID 1 inside.
-    pub child: Child,
-    /// Its cgroup.
+    pub child: Process,
+    /// Its cgroup (none for a rootless container).
     pub cgroup: Cgroup,
 }
 
 impl Container {
     /// Wait for the command to end; docker's exit code (128 + signal when killed).
     pub fn wait(&mut self) -> Result<i32> {
-        let status = self
-            .child
-            .wait()
-            .map_err(sys("waiting for the container"))?;
-        Ok(status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        self.child.wait()
     }
 
     /// Remove the cgroup (the processes are gone once PID 1 is).
@@ -62,7 +57,12 @@ impl Container {
 
 /// Start a container: on return its command is running (exec succeeded), or the reason it
 /// could not start is the error (with docker's exit code in [`Error::Init`]).
+///
+/// As root, the container gets a cgroup and, with `--userns=remap`, a user namespace init
+/// makes last (see init). Without root it is rootless: a user namespace made first, with the
+/// caller's subordinate ids mapped, owns every other namespace, and there is no cgroup.
 pub fn start(launch: Launch<'_>) -> Result<Container> {
+    let rootless = !crate::userns::is_root();
     let spec_path = launch.dir.join("config.json");
     let init_path = launch.dir.join("init.json");
     let json = |e: serde_json::Error| Error::Config(e.to_string());
@@ -71,13 +71,13 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
     let init = InitConfig {
         spec: spec_path,
         rootfs: launch.rootfs,
+        rootless,
     };
     let init = serde_json::to_vec_pretty(&init).map_err(json)?;
     std::fs::write(&init_path, init).map_err(sys(init_path.display()))?;
 
     let linux = launch.spec.linux().clone().unwrap_or_default();
     let mut flags = 0;
-    let mut new_pid = false;
     for ns in linux.namespaces().iter().flatten() {
         if ns.path().is_some() {
             return Err(Error::Config(format!(
@@ -86,14 +86,16 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
             )));
         }
         match ns.typ() {
-            LinuxNamespaceType::Pid => new_pid = true,
+            LinuxNamespaceType::Pid => flags |= libc::CLONE_NEWPID,
             LinuxNamespaceType::Mount => flags |= libc::CLONE_NEWNS,
             LinuxNamespaceType::Uts => flags |= libc::CLONE_NEWUTS,
             LinuxNamespaceType::Ipc => flags |= libc::CLONE_NEWIPC,
             LinuxNamespaceType::Network => flags |= libc::CLONE_NEWNET,
             // Made by init once it is in its cgroup, which becomes the namespace's root.
             LinuxNamespaceType::Cgroup => {}
-            // Made by init once everything that needs host root is done (see init).
+            // Rootless: made first, with the others. As root: made by init once everything
+            // that needs host root is done (see init).
+            LinuxNamespaceType::User if rootless => flags |= libc::CLONE_NEWUSER,
             LinuxNamespaceType::User => {}
             other => {
                 return Err(Error::Config(format!(
@@ -102,79 +104,55 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
             }
         }
     }
+    let maps = crate::userns::spec_maps(launch.spec)?;
+    if rootless && maps.is_none() {
+        return Err(Error::Config(
+            "a rootless container needs a user namespace in its spec".into(),
+        ));
+    }
     // A init that fails early closes its end of the sync pipe: our "go" must then fail with
     // EPIPE, not kill us (the child gets the default action back before exec).
     // SAFETY: changing a signal's disposition to ignored.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let maps = crate::userns::spec_maps(launch.spec)?;
-    let cgroup = Cgroup::create(launch.id, linux.resources().as_ref())?;
+    let cgroup = if rootless {
+        Cgroup::none()
+    } else {
+        Cgroup::create(launch.id, linux.resources().as_ref())?
+    };
     let (sync_r, sync_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let (sr, ew) = (sync_r.as_raw_fd(), err_w.as_raw_fd());
-    let userns_pipe = maps.as_ref().map(|_| pipe()).transpose()?;
-    let uw = userns_pipe.as_ref().map_or(-1, |(_, w)| w.as_raw_fd());
-    let console = launch.console.map(high_fd).transpose()?;
-    let cs = console.as_ref().map_or(-1, |c| c.as_raw_fd());
-    let [stdin, stdout, stderr] = launch.stdio;
-    let mut cmd = Command::new(&launch.exe);
-    cmd.arg("__init")
-        .arg(&init_path)
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr);
-    // SAFETY: only async-signal-safe calls (dup2, sigprocmask, unshare) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(sr, SYNC_FD) < 0 || libc::dup2(ew, ERROR_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if cs >= 0 && libc::dup2(cs, crate::init::CONSOLE_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if uw >= 0 && libc::dup2(uw, crate::init::USERNS_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            if libc::unshare(flags) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    // As root with a user namespace, init says when it has made it.
+    let userns_pipe = (maps.is_some() && !rootless).then(pipe).transpose()?;
+    let mut fds = vec![(sync_r, SYNC_FD), (err_w, ERROR_FD)];
+    if let Some(console) = launch.console {
+        fds.push((console, crate::init::CONSOLE_FD));
     }
-    // A new PID namespace applies to the children of the thread that asks for it: ask from a
-    // thread of its own, so this one's children are not affected.
-    let spawned = std::thread::scope(|s| {
-        s.spawn(|| {
-            if new_pid {
-                // SAFETY: CLONE_NEWPID changes only which namespace this thread's future
-                // children are born in; this thread makes exactly one and ends.
-                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWPID) }
-                    .map_err(std::io::Error::from)?;
-            }
-            cmd.spawn()
-        })
-        .join()
+    let userns_r = match userns_pipe {
+        Some((r, w)) => {
+            fds.push((w, crate::init::USERNS_FD));
+            Some(r)
+        }
+        None => None,
+    };
+    let spawned = spawn(Spawn {
+        exe: &launch.exe,
+        args: &[OsStr::new("__init"), init_path.as_os_str()],
+        stdio: launch.stdio,
+        fds,
+        namespaces: flags,
+        maps: maps
+            .as_ref()
+            .filter(|_| rootless)
+            .map(|(u, g)| (u.as_slice(), g.as_slice())),
+        join: Vec::new(),
     });
     let child = match spawned {
-        Ok(Ok(child)) => child,
-        Ok(Err(e)) => {
+        Ok(child) => child,
+        Err(e) => {
             let _ = cgroup.remove();
-            return Err(sys(format!("starting {} __init", launch.exe.display()))(e));
-        }
-        Err(_) => {
-            let _ = cgroup.remove();
-            return Err(Error::Config(
-                "the thread starting the container panicked".into(),
-            ));
+            return Err(e);
         }
     };
-    drop(sync_r);
-    drop(err_w);
-    drop(console);
-    let userns_r = userns_pipe.map(|(r, _w)| r);
     let mut container = Container { child, cgroup };
     let report = (|| -> Result<String> {
         container.cgroup.add(container.child.id())?;
@@ -207,29 +185,10 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
         }
         Err(e) => e,
     };
-    let _ = container.child.kill();
+    container.child.kill();
     let _ = container.child.wait();
     let _ = container.cgroup.remove();
     Err(failure)
-}
-
-/// A pipe whose ends are at fd 10 or above (so dup2 onto 3 and 4 cannot clobber them),
-/// close-on-exec.
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(crate::error::errno("pipe"))?;
-    Ok((high_fd(r)?, high_fd(w)?))
-}
-
-/// The same open file at a descriptor of 10 or above, close-on-exec.
-fn high_fd(fd: OwnedFd) -> Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd we then own.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-    if n < 0 {
-        return Err(sys("fcntl")(std::io::Error::last_os_error()));
-    }
-    // SAFETY: `n` is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// Block the signals a container should receive instead of us, in this thread and the

@@ -228,10 +228,10 @@ impl ContainerState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(sys(dir.display())(e)),
         }
-        match std::fs::remove_dir_all(&doomed) {
+        match crate::userns::remove_tree(&doomed) {
             // A sweep removing it at the same time is no failure.
             Err(_) if !doomed.exists() => Ok(()),
-            other => other.map_err(sys(doomed.display())),
+            other => other,
         }
     }
 
@@ -263,7 +263,7 @@ impl ContainerState {
                 false
             };
             if doomed && entry.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = std::fs::remove_dir_all(&path);
+                let _ = crate::userns::remove_tree(&path);
                 removed += 1;
             }
         }

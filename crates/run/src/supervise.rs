@@ -4,12 +4,12 @@
 //! ports and terminal, forwards signals, waits, records the exit and removes the cgroup.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use oci_spec::runtime::Spec;
 
 use crate::error::sys;
 use crate::init::Rootfs;
+use crate::runtime::Stdio;
 use crate::spec::Network;
 use crate::state::{ContainerState, Recorded};
 use crate::{Error, Launch, Result, ports, runtime, tty};
@@ -58,13 +58,9 @@ pub fn supervise(
     let mut tees = Vec::new();
     let stdio: [Stdio; 3] = match &io {
         Io::Inherit { stdin, log } => {
-            let stdin = if *stdin {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            };
+            let stdin = if *stdin { Stdio::Inherit } else { Stdio::Null };
             match log {
-                None => [stdin, Stdio::inherit(), Stdio::inherit()],
+                None => [stdin, Stdio::Inherit, Stdio::Inherit],
                 Some(path) => {
                     let log = std::fs::OpenOptions::new()
                         .create(true)
@@ -78,7 +74,7 @@ pub fn supervise(
                     let log2 = log.try_clone().map_err(sys(path.display()))?;
                     tees.push(tee(out_r, log, false));
                     tees.push(tee(err_r, log2, true));
-                    [stdin, Stdio::from(out_w), Stdio::from(err_w)]
+                    [stdin, Stdio::Fd(out_w), Stdio::Fd(err_w)]
                 }
             }
         }
@@ -87,7 +83,7 @@ pub fn supervise(
             let (ours, theirs) = tty::console_socket()?;
             console_ours = Some(ours);
             console_theirs = Some(theirs);
-            [Stdio::null(), Stdio::null(), Stdio::null()]
+            [Stdio::Null, Stdio::Null, Stdio::Null]
         }
         Io::Log(path) => {
             let log = std::fs::OpenOptions::new()
@@ -96,11 +92,16 @@ pub fn supervise(
                 .open(path)
                 .map_err(sys(path.display()))?;
             let err = log.try_clone().map_err(sys(path.display()))?;
-            [Stdio::null(), Stdio::from(log), Stdio::from(err)]
+            [Stdio::Null, Stdio::from(log), Stdio::from(err)]
         }
     };
     runtime::block_signals();
-    let remap = crate::userns::spec_maps(&spec)?;
+    // A rootless container mounts its overlay itself, in its user namespace (see init).
+    let remap = if crate::userns::is_root() {
+        crate::userns::spec_maps(&spec)?
+    } else {
+        None
+    };
     let rootfs = match &remap {
         // Mounted here, in the host's namespace, with idmapped layers (see idmap).
         Some((uids, gids)) => {
@@ -119,7 +120,7 @@ pub fn supervise(
         dir,
         spec: &spec,
         rootfs,
-        exe,
+        exe: exe.clone(),
         stdio,
         console: console_theirs,
     });
@@ -151,7 +152,7 @@ pub fn supervise(
     state.started = Some(now());
     state.save(dir)?;
     started(&state);
-    ports::forward(pid, listeners)?;
+    ports::forward(pid, listeners, &exe)?;
     let (output, _raw) = match console_ours {
         Some(socket) => {
             let master = tty::receive_master(&socket)?;

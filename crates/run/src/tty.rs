@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::pty::OpenptFlags;
 
@@ -46,22 +46,36 @@ pub fn setup_in_container(socket: OwnedFd) -> Result<()> {
             ));
         }
     }
-    let fds = [master.as_fd()];
+    send_fd(&socket, Some(master.as_fd())).map_err(errno("sending the pty to img"))
+}
+
+/// Send one byte over a unix `socket`, with `fd` when there is one.
+pub(crate) fn send_fd(socket: &OwnedFd, fd: Option<BorrowedFd<'_>>) -> rustix::io::Result<()> {
+    let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
-    control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
+    if !fds.is_empty() {
+        control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
+    }
     rustix::net::sendmsg(
-        &socket,
+        socket,
         &[std::io::IoSlice::new(b"m")],
         &mut control,
         rustix::net::SendFlags::empty(),
-    )
-    .map_err(errno("sending the pty to img"))?;
+    )?;
     Ok(())
 }
 
 /// In the parent: receive the pty master init sent.
 pub fn receive_master(socket: &OwnedFd) -> Result<OwnedFd> {
+    receive_fd(socket).map_err(|e| match e {
+        crate::Error::Config(_) => crate::Error::Config("the container sent no terminal".into()),
+        e => e,
+    })
+}
+
+/// Receive the descriptor [`send_fd`] sent (an error when it sent none).
+pub(crate) fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd> {
     let mut byte = [0u8; 1];
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
@@ -71,7 +85,7 @@ pub fn receive_master(socket: &OwnedFd) -> Result<OwnedFd> {
         &mut control,
         rustix::net::RecvFlags::CMSG_CLOEXEC,
     )
-    .map_err(errno("receiving the container's pty"))?;
+    .map_err(errno("receiving a descriptor"))?;
     for msg in control.drain() {
         if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = msg
             && let Some(fd) = fds.next()
@@ -79,9 +93,7 @@ pub fn receive_master(socket: &OwnedFd) -> Result<OwnedFd> {
             return Ok(fd);
         }
     }
-    Err(crate::Error::Config(
-        "the container sent no terminal".into(),
-    ))
+    Err(crate::Error::Config("no descriptor came".into()))
 }
 
 /// Give the pty our terminal's size.

@@ -137,6 +137,48 @@ pub fn spec_maps(spec: &oci_spec::runtime::Spec) -> Result<Option<(Vec<IdMap>, V
     Ok(Some((uids, gids)))
 }
 
+/// Remove the tree at `path` as an unprivileged user, whose rootless containers leave files
+/// owned by its subordinate ids (and overlayfs' mode-0 work directories) that it cannot
+/// remove itself: plainly first, then with `rm -rf` run as root of a user namespace mapping
+/// the caller's ids (as `podman unshare rm` does), where every such file is the namespace's.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    let plain = std::fs::remove_dir_all(path);
+    let denied = match &plain {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)),
+    };
+    if !denied || is_root() {
+        return plain.map_err(crate::error::sys(path.display()));
+    }
+    let (uids, gids) = caller_mappings(Path::new("/"));
+    let rm = ["/bin/rm", "/usr/bin/rm"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .ok_or_else(|| Error::Config(format!("removing {}: no rm to run", path.display())))?;
+    let mut child = crate::spawn::spawn(crate::spawn::Spawn {
+        exe: rm,
+        args: &["-rf".as_ref(), "--".as_ref(), path.as_os_str()],
+        stdio: [
+            crate::spawn::Stdio::Null,
+            crate::spawn::Stdio::Null,
+            crate::spawn::Stdio::Inherit,
+        ],
+        fds: Vec::new(),
+        namespaces: libc::CLONE_NEWUSER,
+        maps: Some((&uids, &gids)),
+        join: Vec::new(),
+    })?;
+    match child.wait()? {
+        0 if !path.exists() => Ok(()),
+        code => Err(Error::Config(format!(
+            "removing {} in a user namespace: rm exited with {code}",
+            path.display()
+        ))),
+    }
+}
+
 /// The account whose subordinate ids `--userns=remap` maps containers onto (docker's is
 /// `dockremap`).
 pub const REMAP_USER: &str = "img-remap";

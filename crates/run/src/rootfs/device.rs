@@ -97,10 +97,7 @@ pub(crate) fn create(sys: &dyn Syscall, root: &Root, devices: &[LinuxDevice]) ->
             (0, 0),
         )?;
     }
-    for (name, target) in DEFAULT_LINKS {
-        remove(&dev, name, &format!("/dev/{name}"))?;
-        rustix::fs::symlinkat(target, &dev, name).map_err(errno(format!("/dev/{name}")))?;
-    }
+    links(&dev)?;
     for d in devices {
         let path = d.path();
         let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
@@ -134,6 +131,57 @@ pub(crate) fn create(sys: &dyn Syscall, root: &Root, devices: &[LinuxDevice]) ->
             d.file_mode().unwrap_or(0o666) & 0o7777,
             (d.uid().unwrap_or(0), d.gid().unwrap_or(0)),
         )?;
+    }
+    Ok(())
+}
+
+/// A rootless container's `/dev`: the default nodes are the host's, each bound onto an empty
+/// file (a user namespace may not make device nodes; rootless runc does the same), and the
+/// usual links. `--device` needs root.
+pub(crate) fn bind_defaults(sys: &dyn Syscall, root: &Root, devices: &[LinuxDevice]) -> Result<()> {
+    if let Some(d) = devices.first() {
+        return Err(Error::Config(format!(
+            "--device {} needs root: a rootless container only has the host's default nodes",
+            d.path().display()
+        )));
+    }
+    let dev = open_dir(root, Path::new("/dev"))?;
+    for (name, _, _) in DEFAULT_NODES {
+        let shown = format!("/dev/{name}");
+        remove(&dev, name, &shown)?;
+        // An empty file to bind onto, made here (O_EXCL: nothing planted is followed), then
+        // named by a descriptor for the mount.
+        rustix::fs::openat(
+            &dev,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o666),
+        )
+        .map_err(errno(&shown))?;
+        let file = rustix::fs::openat(
+            &dev,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno(&shown))?;
+        let host = Path::new("/dev").join(name);
+        sys.mount(
+            &super::fd_path(&file),
+            crate::syscall::Mount::Bind {
+                source: &host,
+                recursive: false,
+            },
+        )?;
+    }
+    links(&dev)
+}
+
+/// The usual `/dev` symlinks.
+fn links(dev: &OwnedFd) -> Result<()> {
+    for (name, target) in DEFAULT_LINKS {
+        remove(dev, name, &format!("/dev/{name}"))?;
+        rustix::fs::symlinkat(target, dev, name).map_err(errno(format!("/dev/{name}")))?;
     }
     Ok(())
 }

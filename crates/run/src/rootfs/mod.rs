@@ -203,13 +203,19 @@ pub(crate) fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// Mount the spec's mounts, make the device nodes, mask and protect paths, all inside `root`.
-pub(crate) fn prepare(sys: &dyn Syscall, root: &Root, spec: &Spec) -> Result<()> {
+/// Mount the spec's mounts, make the device nodes (bind the host's when `rootless`: a user
+/// namespace may not make any), mask and protect paths, all inside `root`.
+pub(crate) fn prepare(sys: &dyn Syscall, root: &Root, spec: &Spec, rootless: bool) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
     for m in spec.mounts().iter().flatten() {
         mount::mount(sys, root, m)?;
     }
-    device::create(sys, root, linux.devices().as_deref().unwrap_or_default())?;
+    let devices = linux.devices().as_deref().unwrap_or_default();
+    if rootless {
+        device::bind_defaults(sys, root, devices)?;
+    } else {
+        device::create(sys, root, devices)?;
+    }
     for p in linux.masked_paths().iter().flatten() {
         mount::mask(sys, root, p)?;
     }

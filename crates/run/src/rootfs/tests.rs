@@ -94,7 +94,7 @@ fn mounts_and_nodes_land_inside_the_root() {
 
     let rec = Recorder::default();
     let r = Root::open(&root).unwrap();
-    prepare(&rec, &r, &spec(&hosts, &volume)).unwrap();
+    prepare(&rec, &r, &spec(&hosts, &volume), false).unwrap();
     let mounts = rec.mounts();
     let at = |p: &str| shown(&root.join(p));
     let targets: Vec<&str> = mounts.iter().map(|(t, _)| t.as_str()).collect();
@@ -168,7 +168,7 @@ fn a_symlinked_dev_or_proc_is_refused_and_the_host_untouched() {
 
         let rec = Recorder::default();
         let r = Root::open(&root).unwrap();
-        let err = prepare(&rec, &r, &spec(&hosts, &volume))
+        let err = prepare(&rec, &r, &spec(&hosts, &volume), false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -207,7 +207,7 @@ fn bind_destinations_resolve_inside_the_root() {
 
     let rec = Recorder::default();
     let r = Root::open(&root).unwrap();
-    prepare(&rec, &r, &spec(&hosts, &volume)).unwrap();
+    prepare(&rec, &r, &spec(&hosts, &volume), false).unwrap();
     for (target, _) in rec.mounts() {
         assert!(
             target.starts_with(&shown(&root)),
