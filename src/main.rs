@@ -107,6 +107,12 @@ enum Command {
     /// (internal) a rootless container's port forwarder, inside its network namespace
     #[command(name = "__dial", hide = true)]
     Dial,
+    /// (internal) prepare an image's snapshots (rootless: in a user namespace)
+    #[command(name = "__snapshots", hide = true)]
+    Snapshots {
+        /// The image's name in the store
+        image: String,
+    },
     /// (internal) a container's first process
     #[command(name = "__init", hide = true)]
     Init {
@@ -236,6 +242,9 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let g = &cli.global;
+    if let Some(code) = commands::rootless_reexec(g, &cli.command, &args) {
+        return code;
+    }
     let result = match cli.command {
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => commands::pull::run(g, a),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => commands::images::run(g, a),
@@ -301,6 +310,7 @@ fn main() -> ExitCode {
         Command::Supervise { dir } => commands::container::run_supervise(&dir),
         Command::Init { config } => img_run::init::main(&config),
         Command::Dial => img_run::ports::dial_main(),
+        Command::Snapshots { image } => commands::prepare_snapshots(g, &image),
         Command::Gc => commands::gc::run(g),
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {
             commands::layers::run_history(g, a)

@@ -389,13 +389,43 @@ fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
         "-c",
         "/busybox ls /opq; /busybox ls /data; /busybox stat -c %u /home/user",
     ]);
-    // /home/user is uid 1000's in the image: a rootless snapshot is the user's (its root's
-    // inside), the owner kept only in user.containers.override_stat (see README).
+    // /home/user is uid 1000's in the image, and in the container: the snapshots were
+    // prepared in a user namespace with the container's mappings, so on the host it is the
+    // subordinate id 999 past the range's start (stat's view, not img's).
     assert_eq!(
         out.split_whitespace().collect::<Vec<_>>(),
-        ["c", "becomes-dir", "keep", "replaced", "0"],
+        ["c", "becomes-dir", "keep", "replaced", "1000"],
         "{out}"
     );
+    let snapshots = me.data().join("img/snapshots/sha256");
+    let home = fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("fs/home/user"))
+        .find(|p| p.exists())
+        .expect("a snapshot holds /home/user");
+    let meta = fs::metadata(&home).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (sub_uid + 999, sub_gid + 999),
+        "{}",
+        home.display()
+    );
+    // uid 1000 may write its home (0750 in the image), as with root's runtime
+    let out = me.ok(&[
+        "run",
+        "--rm",
+        "-u",
+        "1000:1000",
+        "-v",
+        "/usr/bin/busybox:/busybox:ro",
+        &edge,
+        "/busybox",
+        "sh",
+        "-c",
+        "/busybox touch /home/user/new && /busybox echo wrote",
+    ]);
+    assert_eq!(out.trim(), "wrote");
 
     // Detached, with a port, exec, stop and rm.
     let id = me
@@ -445,6 +475,9 @@ fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
     };
     assert!(body.starts_with("HTTP/1."), "{body}");
     assert_eq!(me.ok(&["exec", "web", "id", "-u"]).trim(), "0");
+    // no cgroup: top finds the processes by their PID namespace
+    let top = me.ok(&["top", "web"]);
+    assert!(top.lines().skip(1).any(|l| l.contains("httpd")), "{top}");
     me.ok(&["stop", "-t", "1", "web"]);
     me.ok(&["rm", "web"]);
     let left: Vec<_> = fs::read_dir(&containers).unwrap().flatten().collect();
@@ -453,6 +486,13 @@ fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
         "left in {}: {left:?}",
         containers.display()
     );
+
+    // Snapshots owned by subordinate ids go with gc, as the user's own files do.
+    me.ok(&["rmi", &edge, &busybox]);
+    me.ok(&["gc"]);
+    me.ok(&["fsck"]);
+    let left: Vec<_> = fs::read_dir(&snapshots).unwrap().flatten().collect();
+    assert!(left.is_empty(), "gc left snapshots: {left:?}");
 }
 
 #[test]

@@ -952,7 +952,7 @@ pub fn run_top(global: &Global, args: TopArgs) -> Result<ExitCode> {
     if !state.is_running() {
         bail!("container {} is not running", args.container);
     }
-    let pids = img_run::cgroup::Cgroup::existing(&state.id).pids();
+    let pids = state.pids();
     let options = if args.ps_options.is_empty() {
         vec!["-ef".to_string()]
     } else {

@@ -35,11 +35,7 @@ pub fn root(global: &Global) -> PathBuf {
     if let Some(root) = &global.root {
         return root.clone();
     }
-    // /proc/self belongs to the process's effective user.
-    let euid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0);
-    if euid == 0 {
+    if effective_uid() == 0 {
         return PathBuf::from("/var/lib/img");
     }
     let data = std::env::var_os("XDG_DATA_HOME")
@@ -47,6 +43,100 @@ pub fn root(global: &Global) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("."));
     data.join("img")
+}
+
+/// Without root, the commands that write or remove snapshots run again, whole, as root of a
+/// user namespace mapping the user's ids (its subordinate ranges from 1, as a rootless
+/// container sees them), on the same store: there the image's owners are set as the image
+/// gives them, and what a container's ids own can be removed. Returns the exit code of that
+/// run, or `None` when this process goes on (root, or in that namespace already).
+pub fn rootless_reexec(
+    global: &Global,
+    command: &crate::Command,
+    args: &[std::ffi::OsString],
+) -> Option<std::process::ExitCode> {
+    use crate::{Command, ImageCommand, SystemCommand};
+    let snapshots = match command {
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => a.unpack,
+        Command::Gc
+        | Command::Image(ImageCommand::Prune(_))
+        | Command::System(SystemCommand::Prune(_)) => true,
+        _ => false,
+    };
+    if !snapshots || effective_uid() == 0 {
+        return None;
+    }
+    let args: Vec<&std::ffi::OsStr> = args.iter().skip(1).map(|a| a.as_os_str()).collect();
+    let inherit = || {
+        [
+            img_run::spawn::Stdio::Inherit,
+            img_run::spawn::Stdio::Inherit,
+            img_run::spawn::Stdio::Inherit,
+        ]
+    };
+    let code = user_namespace_args(global)
+        .and_then(|(exe, root)| {
+            let mut all = vec!["--root".as_ref(), root.as_os_str()];
+            all.extend(args);
+            Ok(img_run::userns::run_mapped(&exe, &all, inherit())?)
+        })
+        .unwrap_or_else(|e| {
+            eprintln!("img: {e:#}");
+            125
+        });
+    Some(std::process::ExitCode::from(
+        u8::try_from(code).unwrap_or(125),
+    ))
+}
+
+/// Our binary and the store root, for running img again in a user namespace (the root given
+/// explicitly: there we are uid 0, whose default store is another).
+fn user_namespace_args(global: &Global) -> Result<(PathBuf, PathBuf)> {
+    let exe = std::env::current_exe().context("finding our own binary")?;
+    Ok((exe, root(global)))
+}
+
+/// Prepare `image`'s snapshots in a user namespace mapping the user's ids (`img __snapshots`,
+/// rootless `run`); its error, when it fails, is the one line it printed.
+pub fn snapshots_in_user_namespace(global: &Global, image: &str) -> Result<()> {
+    let (exe, root) = user_namespace_args(global)?;
+    let (r, w) = std::io::pipe().context("pipe")?;
+    let code = img_run::userns::run_mapped(
+        &exe,
+        &[
+            "--root".as_ref(),
+            root.as_os_str(),
+            "__snapshots".as_ref(),
+            image.as_ref(),
+        ],
+        [
+            img_run::spawn::Stdio::Null,
+            img_run::spawn::Stdio::Null,
+            img_run::spawn::Stdio::Fd(w.into()),
+        ],
+    )?;
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut { r }, &mut said).ok();
+    if code != 0 {
+        let said = said.trim().trim_start_matches("img: ");
+        bail!("{}", if said.is_empty() { "failed" } else { said });
+    }
+    Ok(())
+}
+
+/// `img __snapshots IMAGE`: prepare the stored image's snapshots.
+pub fn prepare_snapshots(global: &Global, image: &str) -> Result<std::process::ExitCode> {
+    let store = store(global)?;
+    let image = store.image(image)?;
+    img_unpack::prepare_snapshots(&store, &image)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Our effective uid (in our user namespace): /proc/self belongs to it.
+fn effective_uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
 }
 
 /// Open (creating if needed) the store.

@@ -441,6 +441,11 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     // Held until state.json names the snapshots (gc keeps every container's): a gc between
     // their preparation and the record would take them if the image were removed meanwhile.
     let gc_guard = store.pull_guard()?;
+    if !img_run::userns::is_root() {
+        // Rootless: prepared where the image's owners can be set (see user_namespace).
+        super::snapshots_in_user_namespace(global, &image.name)
+            .with_context(|| format!("preparing the snapshots of {}", image.name))?;
+    }
     let lowers = img_unpack::prepare_snapshots(&store, &image)
         .with_context(|| format!("preparing the snapshots of {}", image.name))?;
     // Locked until state.json is written: a run killed before leaves a directory the next
@@ -525,15 +530,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
 /// The spec of a container an ordinary user runs: the user as its root and its subordinate
 /// ids from 1, in a user namespace that owns the others; no cgroup (limits refused).
 fn rootless_spec<S: serde::Serialize + serde::de::DeserializeOwned>(spec: S) -> Result<S> {
-    let (uids, gids) = img_run::userns::caller_mappings(Path::new("/"));
-    if uids.len() < 2 || gids.len() < 2 {
-        bail!(
-            "a rootless container needs subordinate ids for {}: add a range to /etc/subuid and \
-             /etc/subgid (e.g. `usermod --add-subuids 100000-165535 --add-subgids \
-             100000-165535 USER`)",
-            std::env::var("USER").unwrap_or_else(|_| "this user".into())
-        );
-    }
+    let (uids, gids) = img_run::userns::rootless_mappings_of_caller()?;
     let mut value = serde_json::to_value(&spec)?;
     img_run::userns::make_rootless(&mut value, &uids, &gids)?;
     Ok(serde_json::from_value(value)?)

@@ -293,6 +293,28 @@ impl ContainerState {
         self.status == "running" && self.pid.is_some_and(|p| p.identity().is_alive())
     }
 
+    /// The pids (ours) of the container's processes, for `img top`: its cgroup's as root;
+    /// a rootless container has none, so those that share its PID 1's PID namespace.
+    pub fn pids(&self) -> Vec<u32> {
+        if crate::userns::is_root() {
+            return crate::cgroup::Cgroup::existing(&self.id).pids();
+        }
+        let Some(first) = self.pid.filter(|p| p.identity().is_alive()) else {
+            return Vec::new();
+        };
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let Some(want) = ns(&first.pid.to_string()) else {
+            return Vec::new();
+        };
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| ns(&pid.to_string()).as_ref() == Some(&want))
+            .collect()
+    }
+
     /// Whether its supervisor process is alive (and still the one recorded).
     pub fn supervisor_alive(&self) -> bool {
         self.supervisor.is_some_and(|p| p.identity().is_alive())

@@ -50,9 +50,34 @@ pub fn subordinate_ranges(text: &str, name: &str, id: u32) -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// Whether we run as root (the runtime needs it; without it, only bundles are written).
+/// Whether we run as the host's root: uid 0 in the host's user namespace. Root of a user
+/// namespace an ordinary user made (where img runs again for rootless work, see
+/// [`run_mapped`]) is that user, not root.
 pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+    rustix::process::geteuid().is_root() && img_unpack::overlay::in_initial_user_namespace()
+}
+
+/// Run `exe args` as root of a new user namespace mapping the caller's own ids (it as 0, its
+/// subordinate ranges from 1, see [`caller_mappings`]) and wait for it; its exit code. What
+/// an ordinary user cannot do to files its rootless containers own through subordinate ids
+/// (prepare snapshots with the image's owners, remove them) is done there, as podman does
+/// all its rootless work inside such a namespace.
+pub fn run_mapped(
+    exe: &Path,
+    args: &[&std::ffi::OsStr],
+    stdio: [crate::spawn::Stdio; 3],
+) -> Result<i32> {
+    let (uids, gids) = rootless_mappings_of_caller()?;
+    let mut child = crate::spawn::spawn(crate::spawn::Spawn {
+        exe,
+        args,
+        stdio,
+        fds: Vec::new(),
+        namespaces: libc::CLONE_NEWUSER,
+        maps: Some((&uids, &gids)),
+        join: Vec::new(),
+    })?;
+    child.wait()
 }
 
 /// The name of account `uid` in `/etc/passwd`-format `text`.
@@ -104,6 +129,21 @@ pub fn caller_mappings(root: &Path) -> (Vec<IdMap>, Vec<IdMap>) {
     )
 }
 
+/// [`caller_mappings`], which a rootless container (or anything run as root of a user
+/// namespace for the caller) needs with a subordinate range: an error saying how to add one
+/// when `/etc/subuid` or `/etc/subgid` gives the caller none.
+pub fn rootless_mappings_of_caller() -> Result<(Vec<IdMap>, Vec<IdMap>)> {
+    let (uids, gids) = caller_mappings(Path::new("/"));
+    if uids.len() < 2 || gids.len() < 2 {
+        return Err(Error::Config(format!(
+            "{} has no subordinate ids: add a range to /etc/subuid and /etc/subgid (e.g. \
+             `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER`)",
+            std::env::var("USER").unwrap_or_else(|_| "this user".into())
+        )));
+    }
+    Ok((uids, gids))
+}
+
 /// The uid and gid maps of a runtime spec's user namespace, if it has one (a user namespace
 /// without both maps is an error: we run as root and map onto a subordinate range).
 pub fn spec_maps(spec: &oci_spec::runtime::Spec) -> Result<Option<(Vec<IdMap>, Vec<IdMap>)>> {
@@ -151,26 +191,18 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     if !denied || is_root() {
         return plain.map_err(crate::error::sys(path.display()));
     }
-    let (uids, gids) = caller_mappings(Path::new("/"));
     let rm = ["/bin/rm", "/usr/bin/rm"]
         .into_iter()
         .map(Path::new)
         .find(|p| p.exists())
         .ok_or_else(|| Error::Config(format!("removing {}: no rm to run", path.display())))?;
-    let mut child = crate::spawn::spawn(crate::spawn::Spawn {
-        exe: rm,
-        args: &["-rf".as_ref(), "--".as_ref(), path.as_os_str()],
-        stdio: [
-            crate::spawn::Stdio::Null,
-            crate::spawn::Stdio::Null,
-            crate::spawn::Stdio::Inherit,
-        ],
-        fds: Vec::new(),
-        namespaces: libc::CLONE_NEWUSER,
-        maps: Some((&uids, &gids)),
-        join: Vec::new(),
-    })?;
-    match child.wait()? {
+    let stdio = [
+        crate::spawn::Stdio::Null,
+        crate::spawn::Stdio::Null,
+        crate::spawn::Stdio::Inherit,
+    ];
+    let args = ["-rf".as_ref(), "--".as_ref(), path.as_os_str()];
+    match run_mapped(rm, &args, stdio)? {
         0 if !path.exists() => Ok(()),
         code => Err(Error::Config(format!(
             "removing {} in a user namespace: rm exited with {code}",

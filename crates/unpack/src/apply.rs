@@ -60,7 +60,11 @@ const OPAQUE: &str = ".wh..wh..opq";
 pub(crate) struct Applier {
     root: Rc<OwnedFd>,
     mode: Mode,
+    /// Root of the host's user namespace: device nodes, `trusted.*` attributes.
     privileged: bool,
+    /// Root of some user namespace (the host's, or a rootless one mapping the user's
+    /// subordinate ids): owners are set, those the namespace maps; others are recorded.
+    owners: bool,
     /// Keyed hashes of the paths this layer created, which its own whiteouts and opaque
     /// markers must not remove (flatten mode only: a snapshot holds nothing but its own layer,
     /// so there what exists is what this layer wrote). Hashes, not paths: 8 bytes an entry.
@@ -88,7 +92,9 @@ impl Applier {
         Ok(Applier {
             root: Rc::new(root),
             mode,
-            privileged: rustix::process::geteuid().is_root(),
+            privileged: rustix::process::geteuid().is_root()
+                && crate::overlay::in_initial_user_namespace(),
+            owners: rustix::process::geteuid().is_root(),
             written: HashSet::new(),
             hasher: RandomState::new(),
             dirs: Vec::new(),
@@ -612,13 +618,18 @@ impl Applier {
     }
 
     fn set_meta(&mut self, fd: &impl AsFd, meta: &Meta, label: &str) -> Result<()> {
-        if self.privileged {
-            rustix::fs::fchown(fd, Some(meta.uid), Some(meta.gid))
-                .map_err(|e| io_at(label)(e.into()))?;
+        let mut owned = false;
+        if self.owners {
+            match rustix::fs::fchown(fd, Some(meta.uid), Some(meta.gid)) {
+                Ok(()) => owned = true,
+                // An id a rootless user namespace does not map: recorded below instead.
+                Err(Errno::INVAL) if !self.privileged => {}
+                Err(e) => return Err(io_at(label)(e.into())),
+            }
         }
         // After chown, which clears set-user-ID and set-group-ID bits.
         rustix::fs::fchmod(fd, meta.mode).map_err(|e| io_at(label)(e.into()))?;
-        if !self.privileged && (meta.uid.as_raw() != 0 || meta.gid.as_raw() != 0) {
+        if !owned && (meta.uid.as_raw() != 0 || meta.gid.as_raw() != 0) {
             self.record_owner(fd, meta, label)?;
         }
         for (name, value) in &meta.xattrs {
@@ -669,15 +680,21 @@ impl Applier {
         label: &str,
         symlink: bool,
     ) -> Result<()> {
-        if self.privileged {
-            rustix::fs::chownat(
+        if self.owners {
+            let set = rustix::fs::chownat(
                 dir,
                 name,
                 Some(meta.uid),
                 Some(meta.gid),
                 AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| io_at(label)(e.into()))?;
+            );
+            match set {
+                // An id the user namespace does not map (a symlink keeps no xattr to record
+                // it in): the namespace's root keeps it.
+                Ok(()) | Err(Errno::INVAL) if !self.privileged => {}
+                Ok(()) => {}
+                Err(e) => return Err(io_at(label)(e.into())),
+            }
         }
         if !symlink {
             rustix::fs::chmodat(dir, name, meta.mode, AtFlags::empty())
