@@ -50,6 +50,14 @@ impl Rootless {
         }
     }
 
+    /// The account for `test` with busybox pulled into its store; busybox's reference.
+    fn with_busybox(test: &str) -> (Rootless, String) {
+        let me = Rootless::new(test);
+        let busybox = format!("{}/busybox:latest", testbed().plain);
+        me.ok(&["pull", "-q", &busybox]);
+        (me, busybox)
+    }
+
     fn data(&self) -> PathBuf {
         self.home.join("data")
     }
@@ -204,10 +212,7 @@ fn an_ordinary_user_pulls_lists_unpacks_removes_and_collects_in_its_own_store() 
     ignore = "needs root to become the test bed's ordinary account: run as root, as tools/test does"
 )]
 fn a_bundle_written_without_root_runs_under_rootless_runc() {
-    let tb = testbed();
-    let me = Rootless::new("bundle");
-    let busybox = format!("{}/busybox:latest", tb.plain);
-    me.ok(&["pull", "-q", &busybox]);
+    let (me, busybox) = Rootless::with_busybox("bundle");
     let runc_root = me.home.join("runc");
     let runc = |bundle: &Path, id: &str| {
         me.run(
@@ -268,6 +273,29 @@ fn first_subordinate(file: &str, name: &str) -> u32 {
         .unwrap_or_else(|| panic!("{file} has no range for {name}"))
 }
 
+/// `rel` under one of the directories in `parent` exists and is owned by `owner` (uid, gid),
+/// as stat sees it on the host.
+fn assert_owner_under(parent: &Path, rel: &str, owner: (u32, u32)) {
+    let path = fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join(rel))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no {rel} under {}", parent.display()));
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), owner, "{}", path.display());
+}
+
+/// Nothing is left in `dir` (or it is not there).
+fn assert_empty(dir: &Path, what: &str) {
+    let left: Vec<_> = fs::read_dir(dir).into_iter().flatten().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "{what} left in {}: {left:?}",
+        dir.display()
+    );
+}
+
 #[test]
 #[cfg_attr(
     not(img_root),
@@ -275,10 +303,8 @@ fn first_subordinate(file: &str, name: &str) -> u32 {
 )]
 fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
     let tb = testbed();
-    let me = Rootless::new("run");
-    let busybox = format!("{}/busybox:latest", tb.plain);
+    let (me, busybox) = Rootless::with_busybox("run");
     let edge = format!("{}/edge:latest", tb.plain);
-    me.ok(&["pull", "-q", &busybox]);
     me.ok(&["pull", "-q", &edge]);
     let name = &testbed().rootless_user;
     let (sub_uid, sub_gid) = (
@@ -320,27 +346,14 @@ fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
         .to_string();
     assert!(id.is_empty(), "a foreground run printed {id}");
     let containers = me.data().join("img/containers");
-    let mine = fs::read_dir(&containers)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("upper/tmp/mine"))
-        .find(|p| p.exists())
-        .expect("the container's writable layer has /tmp/mine");
-    let meta = fs::metadata(&mine).unwrap();
-    assert_eq!(
-        (meta.uid(), meta.gid()),
+    assert_owner_under(
+        &containers,
+        "upper/tmp/mine",
         (sub_uid + 999, sub_gid + 999),
-        "{}",
-        mine.display()
     );
     // ... and rm removes what the user could not remove by itself (subordinate owners).
     me.ok(&["container", "prune", "-f"]);
-    let left: Vec<_> = fs::read_dir(&containers).unwrap().flatten().collect();
-    assert!(
-        left.is_empty(),
-        "left in {}: {left:?}",
-        containers.display()
-    );
+    assert_empty(&containers, "containers");
 
     // The attack: the container's root tries what host root could do. A host root-only
     // directory and file bound in stay closed; a device node cannot be made; the host
@@ -398,19 +411,7 @@ fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
         "{out}"
     );
     let snapshots = me.data().join("img/snapshots/sha256");
-    let home = fs::read_dir(&snapshots)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("fs/home/user"))
-        .find(|p| p.exists())
-        .expect("a snapshot holds /home/user");
-    let meta = fs::metadata(&home).unwrap();
-    assert_eq!(
-        (meta.uid(), meta.gid()),
-        (sub_uid + 999, sub_gid + 999),
-        "{}",
-        home.display()
-    );
+    assert_owner_under(&snapshots, "fs/home/user", (sub_uid + 999, sub_gid + 999));
     // uid 1000 may write its home (0750 in the image), as with root's runtime
     let out = me.ok(&[
         "run",
@@ -480,19 +481,13 @@ fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
     assert!(top.lines().skip(1).any(|l| l.contains("httpd")), "{top}");
     me.ok(&["stop", "-t", "1", "web"]);
     me.ok(&["rm", "web"]);
-    let left: Vec<_> = fs::read_dir(&containers).unwrap().flatten().collect();
-    assert!(
-        left.is_empty(),
-        "left in {}: {left:?}",
-        containers.display()
-    );
+    assert_empty(&containers, "containers");
 
     // Snapshots owned by subordinate ids go with gc, as the user's own files do.
     me.ok(&["rmi", &edge, &busybox]);
     me.ok(&["gc"]);
     me.ok(&["fsck"]);
-    let left: Vec<_> = fs::read_dir(&snapshots).unwrap().flatten().collect();
-    assert!(left.is_empty(), "gc left snapshots: {left:?}");
+    assert_empty(&snapshots, "gc: snapshots");
 }
 
 #[test]
@@ -501,10 +496,7 @@ fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
     ignore = "needs root to become the test bed's ordinary account: run as root, as tools/test does"
 )]
 fn without_root_limits_devices_and_remap_say_they_need_it() {
-    let tb = testbed();
-    let me = Rootless::new("refused");
-    let busybox = format!("{}/busybox:latest", tb.plain);
-    me.ok(&["pull", "-q", &busybox]);
+    let (me, busybox) = Rootless::with_busybox("refused");
 
     for (args, said) in [
         (&["--memory", "10m"][..], "--memory needs root"),
@@ -521,12 +513,7 @@ fn without_root_limits_devices_and_remap_say_they_need_it() {
         assert!(assert_one_error_line(&run.stderr).contains(said), "{run}");
     }
     let containers = me.data().join("img/containers");
-    let left: Vec<_> = fs::read_dir(&containers)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .collect();
-    assert!(left.is_empty(), "refused runs left {left:?}");
+    assert_empty(&containers, "refused runs: containers");
 
     let bundle = me.home.join("limited");
     let run = me.img(&[
