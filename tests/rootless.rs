@@ -305,7 +305,9 @@ fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
     let tb = testbed();
     let (me, busybox) = Rootless::with_busybox("run");
     let edge = format!("{}/edge:latest", tb.plain);
-    me.ok(&["pull", "-q", &edge]);
+    // busybox's snapshots are prepared by run (img __snapshots), edge's by pull --unpack (run
+    // again as a whole in a user namespace): both with the image's owners
+    me.ok(&["pull", "-q", "--unpack", &edge]);
     let name = &testbed().rootless_user;
     let (sub_uid, sub_gid) = (
         first_subordinate("/etc/subuid", name),

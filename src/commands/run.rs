@@ -441,8 +441,12 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     // Held until state.json names the snapshots (gc keeps every container's): a gc between
     // their preparation and the record would take them if the image were removed meanwhile.
     let gc_guard = store.pull_guard()?;
-    if !img_run::userns::is_root() {
-        // Rootless: prepared where the image's owners can be set (see user_namespace).
+    let missing = || -> Result<bool> {
+        let chain = img_store::chain_ids(&image.diff_ids()?);
+        Ok(!chain.iter().all(|c| store.has_snapshot(c)))
+    };
+    if !img_run::userns::is_root() && missing()? {
+        // Rootless: prepared where the image's owners can be set (see rootless_reexec).
         super::snapshots_in_user_namespace(global, &image.name)
             .with_context(|| format!("preparing the snapshots of {}", image.name))?;
     }
