@@ -112,6 +112,9 @@ enum Command {
     Snapshots {
         /// The image's name in the store
         image: String,
+        /// Unpack it flattened into this directory instead
+        #[arg(long)]
+        into: Option<std::path::PathBuf>,
     },
     /// (internal) a container's first process
     #[command(name = "__init", hide = true)]
@@ -310,7 +313,9 @@ fn main() -> ExitCode {
         Command::Supervise { dir } => commands::container::run_supervise(&dir),
         Command::Init { config } => img_run::init::main(&config),
         Command::Dial => img_run::ports::dial_main(),
-        Command::Snapshots { image } => commands::prepare_snapshots(g, &image),
+        Command::Snapshots { image, into } => {
+            commands::prepare_snapshots(g, &image, into.as_deref())
+        }
         Command::Gc => commands::gc::run(g),
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {
             commands::layers::run_history(g, a)

@@ -64,9 +64,15 @@ impl Rootless {
 
     /// `program args` as the account, with a minimal environment of its own.
     fn run(&self, program: &Path, args: &[&str]) -> Run {
+        self.run_with(&[], program, args)
+    }
+
+    /// [`Rootless::run`] with `env` added to that environment.
+    fn run_with(&self, env: &[(&str, &str)], program: &Path, args: &[&str]) -> Run {
         let out = Command::new(program)
             .args(args)
             .env_clear()
+            .envs(env.iter().copied())
             .env("HOME", &self.home)
             .env("XDG_DATA_HOME", self.data())
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
@@ -331,6 +337,10 @@ fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
     assert_eq!(lines[0], ["0"], "{out}");
     assert_eq!(lines[1], ["0", uid.as_str(), "1"], "{out}");
     assert_eq!(lines[2], ["1", sub.as_str(), "65536"], "{out}");
+    // that first run tried overlayfs in a user namespace (this kernel allows it) and kept
+    // the answer for this kernel
+    let probe = fs::read_to_string(me.data().join("img/rootless-overlay")).unwrap();
+    assert!(probe.trim_end().ends_with(" yes"), "{probe}");
 
     // A file made by uid 1000 inside is subordinate id 999 past the range's start outside,
     // as stat (not img) sees it in the container's writable layer.
@@ -392,28 +402,53 @@ fn an_ordinary_user_runs_containers_whose_root_is_only_that_user() {
 
     // The layers stack as the image says (whiteouts and an opaque directory, marked in
     // user.overlay.* for a rootless mount): edge has no shell, the host's static busybox
-    // is bound in.
-    let out = me.ok(&[
-        "run",
-        "--rm",
-        "-v",
-        "/usr/bin/busybox:/busybox:ro",
-        &edge,
-        "/busybox",
-        "sh",
-        "-c",
-        "/busybox ls /opq; /busybox ls /data; /busybox stat -c %u /home/user",
-    ]);
+    // is bound in. The last word is the root's filesystem type.
+    let look = |overlay: &str| -> Vec<String> {
+        let out = me
+            .run_with(
+                &[("IMG_ROOTLESS_OVERLAY", overlay)],
+                &me.img,
+                &[
+                    "run",
+                    "--rm",
+                    "-v",
+                    "/usr/bin/busybox:/busybox:ro",
+                    &edge,
+                    "/busybox",
+                    "sh",
+                    "-c",
+                    "/busybox ls /opq; /busybox ls /data; /busybox stat -c %u /home/user; \
+                     /busybox awk '$5 == \"/\" {for (i = 6; i < NF; i++) \
+                     if ($i == \"-\") print $(i + 1)}' /proc/self/mountinfo",
+                ],
+            )
+            .assert_ok()
+            .stdout
+            .clone();
+        out.split_whitespace().map(String::from).collect()
+    };
     // /home/user is uid 1000's in the image, and in the container: the snapshots were
     // prepared in a user namespace with the container's mappings, so on the host it is the
     // subordinate id 999 past the range's start (stat's view, not img's).
+    let want = ["c", "becomes-dir", "keep", "replaced", "1000"];
+    let stacked = look("1");
+    assert_eq!(stacked[..5], want, "{stacked:?}");
     assert_eq!(
-        out.split_whitespace().collect::<Vec<_>>(),
-        ["c", "becomes-dir", "keep", "replaced", "1000"],
-        "{out}"
+        stacked.get(5).map(String::as_str),
+        Some("overlay"),
+        "{stacked:?}"
     );
     let snapshots = me.data().join("img/snapshots/sha256");
     assert_owner_under(&snapshots, "fs/home/user", (sub_uid + 999, sub_gid + 999));
+    // Where overlayfs cannot be mounted in a user namespace (forced here: this kernel can),
+    // the container gets a flattened copy made in the user namespace: the same files and
+    // owners, its root not an overlay.
+    let flat = look("0");
+    assert_eq!(flat[..5], want, "{flat:?}");
+    assert!(
+        flat.len() == 6 && flat[5] != "overlay",
+        "the root is still an overlay: {flat:?}"
+    );
     // uid 1000 may write its home (0750 in the image), as with root's runtime
     let out = me.ok(&[
         "run",

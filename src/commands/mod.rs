@@ -78,7 +78,7 @@ pub fn rootless_reexec(
         .and_then(|(exe, root)| {
             let mut all = vec!["--root".as_ref(), root.as_os_str()];
             all.extend(args);
-            Ok(img_run::userns::run_mapped(&exe, &all, inherit())?)
+            Ok(img_run::userns::run_mapped(&exe, &all, inherit(), 0)?)
         })
         .unwrap_or_else(|e| {
             eprintln!("img: {e:#}");
@@ -96,25 +96,31 @@ fn user_namespace_args(global: &Global) -> Result<(PathBuf, PathBuf)> {
     Ok((exe, root(global)))
 }
 
-/// Prepare `image`'s snapshots in a user namespace mapping the user's ids (`img __snapshots`,
-/// rootless `run`); its error, when it fails, is the one line it printed.
-pub fn snapshots_in_user_namespace(global: &Global, image: &str) -> Result<()> {
+/// Prepare `image`'s snapshots (or, with `into`, its flattened rootfs there) in a user
+/// namespace mapping the user's ids (`img __snapshots`, rootless `run`); its error, when it
+/// fails, is the one line it printed.
+pub fn snapshots_in_user_namespace(
+    global: &Global,
+    image: &str,
+    into: Option<&std::path::Path>,
+) -> Result<()> {
     let (exe, root) = user_namespace_args(global)?;
     let (r, w) = std::io::pipe().context("pipe")?;
-    let code = img_run::userns::run_mapped(
-        &exe,
-        &[
-            "--root".as_ref(),
-            root.as_os_str(),
-            "__snapshots".as_ref(),
-            image.as_ref(),
-        ],
-        [
-            img_run::spawn::Stdio::Null,
-            img_run::spawn::Stdio::Null,
-            img_run::spawn::Stdio::Fd(w.into()),
-        ],
-    )?;
+    let mut args = vec![
+        "--root".as_ref(),
+        root.as_os_str(),
+        "__snapshots".as_ref(),
+        image.as_ref(),
+    ];
+    if let Some(dir) = into {
+        args.extend(["--into".as_ref(), dir.as_os_str()]);
+    }
+    let stdio = [
+        img_run::spawn::Stdio::Null,
+        img_run::spawn::Stdio::Null,
+        img_run::spawn::Stdio::Fd(w.into()),
+    ];
+    let code = img_run::userns::run_mapped(&exe, &args, stdio, 0)?;
     let mut said = String::new();
     std::io::Read::read_to_string(&mut { r }, &mut said).ok();
     if code != 0 {
@@ -124,12 +130,53 @@ pub fn snapshots_in_user_namespace(global: &Global, image: &str) -> Result<()> {
     Ok(())
 }
 
-/// `img __snapshots IMAGE`: prepare the stored image's snapshots.
-pub fn prepare_snapshots(global: &Global, image: &str) -> Result<std::process::ExitCode> {
+/// `img __snapshots IMAGE [--into DIR]`: prepare the stored image's snapshots, or unpack it
+/// flattened into DIR.
+pub fn prepare_snapshots(
+    global: &Global,
+    image: &str,
+    into: Option<&std::path::Path>,
+) -> Result<std::process::ExitCode> {
     let store = store(global)?;
     let image = store.image(image)?;
-    img_unpack::prepare_snapshots(&store, &image)?;
+    match into {
+        Some(dir) => {
+            img_unpack::unpack_image(&store, &image, dir)?;
+        }
+        None => {
+            img_unpack::prepare_snapshots(&store, &image)?;
+        }
+    }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Whether a rootless container's root can be an overlay here (see
+/// `img_run::userns::overlay_works`), tried once per kernel and kept in
+/// `ROOT/rootless-overlay`; `IMG_ROOTLESS_OVERLAY=0` (or `1`) decides instead. Without it,
+/// a rootless container gets a flattened copy of its image (podman's `vfs` driver's way).
+pub fn rootless_overlay(global: &Global) -> Result<bool> {
+    match std::env::var("IMG_ROOTLESS_OVERLAY").as_deref() {
+        Ok("0") => return Ok(false),
+        Ok("1") => return Ok(true),
+        _ => {}
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let cache = root(global).join("rootless-overlay");
+    if let Ok(text) = std::fs::read_to_string(&cache)
+        && let Some((kernel, answer)) = text.trim().rsplit_once(' ')
+        && kernel == release
+    {
+        return Ok(answer == "yes");
+    }
+    let scratch = root(global).join(format!(".overlay-probe-{}", std::process::id()));
+    let works = img_run::userns::overlay_works(&scratch)?;
+    let answer = if works { "yes" } else { "no" };
+    std::fs::write(&cache, format!("{release} {answer}\n"))
+        .with_context(|| format!("writing {}", cache.display()))?;
+    Ok(works)
 }
 
 /// Our effective uid (in our user namespace): /proc/self belongs to it.

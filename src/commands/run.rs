@@ -441,22 +441,34 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     // Held until state.json names the snapshots (gc keeps every container's): a gc between
     // their preparation and the record would take them if the image were removed meanwhile.
     let gc_guard = store.pull_guard()?;
+    let rootless = !img_run::userns::is_root();
+    // Rootless where overlayfs cannot be mounted in a user namespace: a flattened copy.
+    let flattened = rootless && !super::rootless_overlay(global)?;
     let missing = || -> Result<bool> {
         let chain = img_store::chain_ids(&image.diff_ids()?);
         Ok(!chain.iter().all(|c| store.has_snapshot(c)))
     };
-    if !img_run::userns::is_root() && missing()? {
-        // Rootless: prepared where the image's owners can be set (see rootless_reexec).
-        super::snapshots_in_user_namespace(global, &image.name)
-            .with_context(|| format!("preparing the snapshots of {}", image.name))?;
-    }
-    let lowers = img_unpack::prepare_snapshots(&store, &image)
-        .with_context(|| format!("preparing the snapshots of {}", image.name))?;
+    let lowers = if flattened {
+        Vec::new()
+    } else {
+        if rootless && missing()? {
+            // Prepared where the image's owners can be set (see rootless_reexec).
+            super::snapshots_in_user_namespace(global, &image.name, None)
+                .with_context(|| format!("preparing the snapshots of {}", image.name))?;
+        }
+        img_unpack::prepare_snapshots(&store, &image)
+            .with_context(|| format!("preparing the snapshots of {}", image.name))?
+    };
     // Locked until state.json is written: a run killed before leaves a directory the next
     // reap removes.
     let (dir, creating) = ContainerState::create_dir(store.root(), &id)?;
     // Foreground --rm removes the directory here; a detached one's supervisor does.
     let guard = ContainerDir::create(&dir, args.rm && !args.detach)?;
+    if flattened {
+        let rootfs = dir.join(img_run::supervise::FLATTENED);
+        super::snapshots_in_user_namespace(global, &image.name, Some(&rootfs))
+            .with_context(|| format!("unpacking {} for the container", image.name))?;
+    }
     let etc = write_etc_files(&options, &dir)?;
     let mut spec = img_run::build_spec(&image.config, &options, &etc)?;
     if !img_run::userns::is_root() {

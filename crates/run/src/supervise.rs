@@ -14,6 +14,10 @@ use crate::spec::Network;
 use crate::state::{ContainerState, Recorded};
 use crate::{Error, Launch, Result, ports, runtime, tty};
 
+/// The directory (in a container's) holding the flattened copy of its image that a rootless
+/// container gets where overlayfs cannot be mounted in a user namespace.
+pub const FLATTENED: &str = "rootfs";
+
 /// Where the container's stdio goes.
 #[derive(Debug, Clone)]
 pub enum Io {
@@ -108,6 +112,8 @@ pub fn supervise(
             crate::idmap::mount_rootfs(dir, &state.lowers, uids, gids)?;
             Rootfs::Dir(dir.join("merged"))
         }
+        // A rootless container where overlayfs cannot be mounted has a copy of its own.
+        None if dir.join(FLATTENED).is_dir() => Rootfs::Dir(dir.join(FLATTENED)),
         None => Rootfs::Overlay {
             lowers: state.lowers.clone(),
             upper: dir.join("upper"),

@@ -62,10 +62,12 @@ pub fn is_root() -> bool {
 /// an ordinary user cannot do to files its rootless containers own through subordinate ids
 /// (prepare snapshots with the image's owners, remove them) is done there, as podman does
 /// all its rootless work inside such a namespace.
+/// `also`: further `CLONE_NEW*` namespaces for it (owned by that user namespace).
 pub fn run_mapped(
     exe: &Path,
     args: &[&std::ffi::OsStr],
     stdio: [crate::spawn::Stdio; 3],
+    also: i32,
 ) -> Result<i32> {
     let (uids, gids) = rootless_mappings_of_caller()?;
     let mut child = crate::spawn::spawn(crate::spawn::Spawn {
@@ -73,7 +75,7 @@ pub fn run_mapped(
         args,
         stdio,
         fds: Vec::new(),
-        namespaces: libc::CLONE_NEWUSER,
+        namespaces: libc::CLONE_NEWUSER | also,
         maps: Some((&uids, &gids)),
         join: Vec::new(),
     })?;
@@ -202,13 +204,47 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         crate::spawn::Stdio::Inherit,
     ];
     let args = ["-rf".as_ref(), "--".as_ref(), path.as_os_str()];
-    match run_mapped(rm, &args, stdio)? {
+    match run_mapped(rm, &args, stdio, 0)? {
         0 if !path.exists() => Ok(()),
         code => Err(Error::Config(format!(
             "removing {} in a user namespace: rm exited with {code}",
             path.display()
         ))),
     }
+}
+
+/// Whether overlayfs can be mounted inside a user namespace here (Linux ≥ 5.11 lets it,
+/// some distributions' kernels and filesystems do not): `mount -t overlay` is tried, as root
+/// of a user namespace with the caller's mappings and a mount namespace of its own (so nothing
+/// stays mounted), on empty directories made under `scratch`, which is removed after.
+pub fn overlay_works(scratch: &Path) -> Result<bool> {
+    let dirs = ["lower", "upper", "work", "merged"].map(|d| scratch.join(d));
+    for d in &dirs {
+        std::fs::create_dir_all(d).map_err(crate::error::sys(d.display()))?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        dirs[0].display(),
+        dirs[1].display(),
+        dirs[2].display()
+    );
+    let mount = ["/bin/mount", "/usr/bin/mount"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .ok_or_else(|| Error::Config("no mount (util-linux) to try overlayfs with".into()))?;
+    use crate::spawn::Stdio::Null;
+    let args = [
+        "-t".as_ref(),
+        "overlay".as_ref(),
+        "-o".as_ref(),
+        options.as_ref(),
+        "overlay".as_ref(),
+        dirs[3].as_os_str(),
+    ];
+    let works = run_mapped(mount, &args, [Null, Null, Null], libc::CLONE_NEWNS)? == 0;
+    remove_tree(scratch)?;
+    Ok(works)
 }
 
 /// The account whose subordinate ids `--userns=remap` maps containers onto (docker's is
