@@ -4,6 +4,7 @@
 //! the library crates.
 
 mod commands;
+mod format;
 mod output;
 mod progress;
 mod streaming;

@@ -10,29 +10,17 @@ pub fn error(e: &anyhow::Error) {
 
 /// Print rows as left-aligned columns separated by three spaces.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    let line = |cells: Vec<&str>| -> String {
-        let last = cells.len().saturating_sub(1);
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i == last {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}   "));
-            }
-        }
-        s.trim_end().to_string()
+    // A tab inside a cell (a history's created_by may have one) is a space here.
+    let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
+        cells
+            .map(|c| c.replace('\t', " "))
+            .collect::<Vec<_>>()
+            .join("\t")
     };
-    let _ = writeln!(out, "{}", line(header.to_vec()));
-    for row in rows {
-        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
-    }
+    let lines: Vec<String> = std::iter::once(line(&mut header.iter().copied()))
+        .chain(rows.iter().map(|r| line(&mut r.iter().map(String::as_str))))
+        .collect();
+    let _ = write!(std::io::stdout().lock(), "{}", crate::format::align(&lines));
 }
 
 /// Print a value as pretty JSON.

@@ -1302,7 +1302,19 @@ fn top_and_stats_show_the_containers_processes_and_cgroup() {
     // docker's `inspect NAME` finds a container too
     let inspect = bed.root.json(&["inspect", "--json", "busy"]);
     assert_eq!(inspect["Id"], id.as_str(), "{inspect}");
-    assert!(bed.ok(&["inspect", &bed.busybox]).contains("Name:"));
+    // docker's default: a JSON array of the document; -f a Go template over it
+    let doc = bed.root.json(&["inspect", &bed.busybox]);
+    assert!(
+        doc[0]["Id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("sha256:")),
+        "{doc}"
+    );
+    assert_eq!(
+        bed.ok(&["inspect", "-f", "{{.State.Status}} {{.State.Pid}}", "busy"])
+            .trim(),
+        format!("running {}", inspect["State"]["Pid"])
+    );
     bed.ok(&["stop", "-t", "1", "busy"]);
     let (_, err) = bed.root.fails(&["top", "busy"]);
     assert!(assert_one_error_line(&err).contains("is not running"));
@@ -1581,4 +1593,124 @@ fn cp_never_follows_a_container_symlink_out_of_its_root() {
         .root
         .fails(&["cp", "box:/no/such", out.to_str().unwrap()]);
     assert!(assert_one_error_line(&err).contains("/no/such"), "{err}");
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (runs containers): run as root, as tools/test does"
+)]
+fn format_and_filter_as_docker_documents_them() {
+    let bed = Bed::new("format");
+    let web = bed.run_d(
+        &["--name", "web", "-l", "tier=front"],
+        &bed.busybox,
+        &["sleep", "600"],
+    );
+    let failed = bed.img(&[
+        "run",
+        "--name",
+        "failed",
+        &bed.busybox,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(failed.code, 3, "{failed}");
+    bed.ok(&["run", "--name", "fine", &bed.busybox, "true"]);
+
+    // docker's documented `ps --format` fields and table form
+    assert_eq!(
+        bed.ok(&["ps", "--format", "{{.ID}}: {{.Names}} {{.State}}"]),
+        format!("{}: web running\n", &web[..12])
+    );
+    let table = bed.ok(&["ps", "-a", "--format", "table {{.Names}}\\t{{.Labels}}"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAMES", "LABELS"], "{table}");
+    assert!(rows.contains(&vec!["web", "tier=front"]), "{table}");
+    assert_eq!(rows.len(), 4, "{table}");
+    // filters: one key's values are alternatives, keys all apply; status looks at all
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["ps", "--format", "{{.Names}}"];
+        all.extend(args);
+        let mut v: Vec<String> = bed.ok(&all).lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&["-f", "status=exited"]), ["failed", "fine"]);
+    assert_eq!(names(&["-f", "exited=3"]), ["failed"]);
+    assert_eq!(names(&["-f", "status=exited", "-f", "name=fin"]), ["fine"]);
+    assert_eq!(
+        names(&[
+            "-a",
+            "-f",
+            "status=running",
+            "-f",
+            "status=exited",
+            "-f",
+            "label=tier"
+        ]),
+        ["web"]
+    );
+    assert_eq!(
+        names(&["-a", "-f", &format!("ancestor={}", bed.busybox)]).len(),
+        3
+    );
+    let json = bed.ok(&["ps", "--format", "json"]);
+    let row: Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(row["Names"], "web");
+    assert_eq!(row["Command"], "\"sleep 600\"");
+    assert_eq!(bed.ok(&["ps", "-q", "--no-trunc"]).trim(), web);
+    let (code, err) = bed.root.fails(&["ps", "-f", "colour=red"]);
+    assert_eq!(code, 1);
+    assert!(assert_one_error_line(&err).contains("colour"), "{err}");
+
+    // inspect: docker's JSON array by default, -f a template over the same document
+    let doc = bed.root.json(&["inspect", "failed"]);
+    assert_eq!(doc[0]["State"]["ExitCode"], 3, "{doc}");
+    assert_eq!(
+        bed.ok(&[
+            "container",
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "failed"
+        ]),
+        "exited 3\n"
+    );
+    let image = bed.root.json(&["image", "inspect", &bed.busybox]);
+    assert_eq!(
+        bed.ok(&[
+            "inspect",
+            "-f",
+            "{{json .Config.Cmd}} {{.Os}}",
+            &bed.busybox
+        ]),
+        format!(
+            "{} {}\n",
+            image[0]["Config"]["Cmd"],
+            image[0]["Os"].as_str().unwrap()
+        )
+    );
+    // images: fields, table, reference filter with a glob
+    let line = bed.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    let id = image[0]["Id"].as_str().unwrap();
+    assert!(
+        line.lines()
+            .any(|l| l == format!("{} {}", bed.busybox, &id[7..19])),
+        "{line}"
+    );
+    assert_eq!(
+        bed.ok(&["images", "-q", "--no-trunc", "-f", "reference=*/busybox:*"])
+            .trim(),
+        id
+    );
+    assert!(
+        bed.ok(&["images", "-q", "-f", "reference=nothing*"])
+            .is_empty()
+    );
+    bed.ok(&["rm", "-f", "web", "failed", "fine"]);
 }

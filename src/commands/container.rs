@@ -26,7 +26,26 @@ pub struct PsArgs {
     /// Show all containers (default: running ones); `-q` (global) prints only ids
     #[arg(short, long)]
     pub all: bool,
+    /// `--format` (fields ID, Image, Command, CreatedAt, RunningFor, Ports, State, Status,
+    /// Names, Labels), `--filter` (status, name, label, ancestor, id, exited: a status or exited
+    /// filter looks at all containers, as docker's does), `--no-trunc`
+    #[command(flatten)]
+    pub list: crate::format::ListArgs,
 }
+
+/// The headers of `ps`' columns, by field.
+const PS_HEADERS: [(&str, &str); 10] = [
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Ports", "PORTS"),
+    ("State", "STATE"),
+    ("Status", "STATUS"),
+    ("Names", "NAMES"),
+    ("Labels", "LABELS"),
+];
 
 /// Arguments naming containers.
 #[derive(Debug, Args)]
@@ -163,6 +182,10 @@ pub struct RenameArgs {
 pub struct InspectArgs {
     /// The container
     pub container: String,
+    /// docker's -f/--format: a Go template applied to the document (`{{.State.Pid}}`);
+    /// without it, the document as a JSON array, as docker prints it
+    #[arg(short, long)]
+    pub format: Option<String>,
 }
 
 fn root(global: &Global) -> Result<PathBuf> {
@@ -298,14 +321,45 @@ pub fn run_supervise(dir: &Path) -> Result<ExitCode> {
 pub fn run_ps(global: &Global, args: PsArgs) -> Result<ExitCode> {
     let root = root(global)?;
     img_run::reap(&root);
+    let filters = crate::format::Filters::parse(
+        &args.list.filter,
+        &["status", "name", "label", "ancestor", "id", "exited"],
+    )?;
+    let all = args.all || filters.has("status") || filters.has("exited");
     let list: Vec<ContainerState> = ContainerState::list(&root)
         .into_iter()
         .map(|(_, s)| s)
-        .filter(|s| args.all || s.is_running())
+        .filter(|s| all || s.is_running())
+        .filter(|s| {
+            let state = state_word(s);
+            filters.all(|key, value| match key {
+                "status" => state == value,
+                "name" => s.name.contains(value),
+                "label" => crate::format::label_matches(&s.labels, value),
+                "ancestor" => {
+                    let familiar = super::save::familiar(&s.image);
+                    [s.image.as_str(), familiar.as_str()].iter().any(|i| {
+                        *i == value || i.strip_prefix(value).is_some_and(|t| t.starts_with(':'))
+                    })
+                }
+                "id" => s.id.starts_with(value),
+                _ => {
+                    state == "exited"
+                        && s.exit_code.map(|c| c.to_string()).as_deref() == Some(value)
+                }
+            })
+        })
         .collect();
+    let id = |s: &ContainerState| {
+        if args.list.no_trunc {
+            s.id.clone()
+        } else {
+            s.id[..12].to_string()
+        }
+    };
     if global.quiet {
         for s in &list {
-            println!("{}", &s.id[..12]);
+            println!("{}", id(s));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -313,41 +367,31 @@ pub fn run_ps(global: &Global, args: PsArgs) -> Result<ExitCode> {
         output::json(&list)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = list
+    let items: Vec<serde_json::Value> = list
         .iter()
         .map(|s| {
             let mut command = s.command.join(" ");
-            if command.chars().count() > 24 {
+            if !args.list.no_trunc && command.chars().count() > 24 {
                 command = command.chars().take(23).collect::<String>() + "…";
             }
-            // docker's column order
-            vec![
-                s.id[..12].to_string(),
-                super::save::familiar(&s.image),
-                format!("\"{command}\""),
-                output::age(Some(&s.created)),
-                status(s),
-                s.ports
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                s.name.clone(),
-            ]
+            serde_json::json!({
+                "ID": id(s),
+                "Image": super::save::familiar(&s.image),
+                "Command": format!("\"{command}\""),
+                "CreatedAt": s.created,
+                "RunningFor": output::age(Some(&s.created)),
+                "Ports": s.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                "State": state_word(s),
+                "Status": status(s),
+                "Names": s.name,
+                "Labels": crate::format::labels_text(&s.labels),
+            })
         })
         .collect();
-    output::table(
-        &[
-            "CONTAINER ID",
-            "IMAGE",
-            "COMMAND",
-            "CREATED",
-            "STATUS",
-            "PORTS",
-            "NAMES",
-        ],
-        &rows,
-    );
+    // docker's column order
+    let default = "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t{{.Ports}}\\t{{.Names}}";
+    let format = crate::format::Format::parse(args.list.format.as_deref().unwrap_or(default))?;
+    print!("{}", format.render(&items, &PS_HEADERS)?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -714,35 +758,20 @@ pub fn run_inspect(global: &Global, args: InspectArgs) -> Result<ExitCode> {
     });
     if global.json {
         output::json(&doc)?;
-    } else {
-        println!("Id:        {}", state.id);
-        println!("Name:      {}", state.name);
-        println!("Image:     {}", state.image);
-        println!("Status:    {}", status(&state));
-        if running {
-            println!("Pid:       {}", state.pid.map_or(0, |p| p.pid));
-        }
-        if let Some(e) = &state.error {
-            println!("Error:     {e}");
-        }
-        println!("Command:   {}", state.command.join(" "));
-        println!(
-            "Network:   {}",
-            doc["HostConfig"]["NetworkMode"]
-                .as_str()
-                .unwrap_or_default()
-        );
-        for p in &state.ports {
-            println!("Port:      {p}");
-        }
-        for key in ["Memory", "PidsLimit", "CpuQuota"] {
-            if !doc["HostConfig"][key].is_null() {
-                println!("{:<10} {}", format!("{key}:"), doc["HostConfig"][key]);
-            }
-        }
-        println!("Upper:     {}", dir.join("upper").display());
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    super::inspect::print_document(&doc, args.format.as_deref())
+}
+
+/// docker's one-word state: created, running, restarting, exited.
+fn state_word(s: &ContainerState) -> &str {
+    if s.is_running() {
+        "running"
+    } else if s.status == "running" {
+        "exited"
+    } else {
+        s.status.as_str()
+    }
 }
 
 /// Run `img port`: docker's lines, `80/tcp -> 0.0.0.0:8080` (only the host side when a port

@@ -1,5 +1,6 @@
-//! `img inspect`: an image's metadata (`--json` prints its config), or a container's when
-//! the name is a container's (docker looks both up).
+//! `img inspect`: an image's document as docker prints it (a JSON array; `-f` applies a
+//! template; `--json` prints its config as stored), or a container's when the name is a
+//! container's (docker looks both up).
 
 use std::process::ExitCode;
 
@@ -15,6 +16,10 @@ pub struct InspectArgs {
     /// The image: as pulled (`redis:7`), by ID (the config digest, `sha256:` optional) or a
     /// unique ID prefix, or by a digest prefix
     pub image: String,
+    /// docker's -f/--format: a Go template applied to the document (`{{.Config.Cmd}}`,
+    /// `{{json .RootFS.Layers}}`); without it, the document as a JSON array, as docker prints it
+    #[arg(short, long)]
+    pub format: Option<String>,
 }
 
 /// Run `img inspect`.
@@ -28,94 +33,71 @@ pub fn run(global: &Global, args: InspectArgs) -> Result<ExitCode> {
             global,
             super::container::InspectArgs {
                 container: args.image,
+                format: args.format,
             },
         );
     }
     let image = super::stored_names(&store, &args.image)?.image(&store)?;
+    let config: serde_json::Value = serde_json::from_slice(&image.config_json)
+        .with_context(|| format!("config of {}", image.name))?;
     if global.json {
-        let config: serde_json::Value = serde_json::from_slice(&image.config_json)
-            .with_context(|| format!("config of {}", image.name))?;
         output::json(&config)?;
         return Ok(ExitCode::SUCCESS);
     }
     let c = &image.config;
-    let cfg = c.config().clone().unwrap_or_default();
-    let list = |v: &Option<Vec<String>>| match v {
-        Some(v) if !v.is_empty() => serde_json::to_string(v).unwrap_or_default(),
-        _ => String::new(),
-    };
-    let mut lines: Vec<(&str, String)> = vec![
-        ("Name", image.name.clone()),
-        ("Digest", image.registry_digest().to_string()),
-        ("Media type", image.descriptor.media_type().to_string()),
-    ];
-    if &image.registry_digest() != image.descriptor.digest() {
-        lines.push((
-            "Stored as",
-            format!(
-                "{} (the OCI form of the registry's Docker document)",
-                image.descriptor.digest()
-            ),
-        ));
-    }
-    if image.registry_manifest_digest() != image.registry_digest() {
-        lines.push(("Manifest", image.registry_manifest_digest().to_string()));
-    }
-    lines.extend([
-        ("Config", image.manifest.config().digest().to_string()),
-        (
-            "Platform",
-            image.platform.clone().unwrap_or_else(|| {
-                let mut p = format!("{}/{}", c.os(), c.architecture());
-                if let Some(v) = c.variant() {
-                    p.push('/');
-                    p.push_str(v);
-                }
-                p
-            }),
-        ),
-        (
-            "Created",
-            match c.created() {
-                Some(t) => format!("{t} ({})", output::age(Some(t))),
-                None => String::new(),
-            },
-        ),
-        ("Author", c.author().clone().unwrap_or_default()),
-        ("Entrypoint", list(cfg.entrypoint())),
-        ("Cmd", list(cfg.cmd())),
-        ("WorkingDir", cfg.working_dir().clone().unwrap_or_default()),
-        ("User", cfg.user().clone().unwrap_or_default()),
-    ]);
-    for env in cfg.env().clone().unwrap_or_default() {
-        lines.push(("Env", env));
-    }
-    if let Some(ports) = cfg.exposed_ports() {
-        lines.push(("Exposed ports", ports.join(" ")));
-    }
-    let mut labels: Vec<_> = cfg
-        .labels()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    labels.sort();
-    for (k, v) in labels {
-        lines.push(("Label", format!("{k}={v}")));
-    }
-    let layers = image.manifest.layers();
-    lines.push((
-        "Layers",
-        format!(
-            "{} ({} compressed)",
-            layers.len(),
-            output::size(layers.iter().map(|l| l.size()).sum())
-        ),
-    ));
-    for (k, v) in lines {
-        if !v.is_empty() {
-            println!("{:<14} {v}", format!("{k}:"));
+    let id = image.manifest.config().digest().to_string();
+    // docker's RepoTags: every name of this image
+    let mut tags = Vec::new();
+    for (name, other) in store.images()? {
+        if other.is_ok_and(|o| o.manifest.config().digest().to_string() == id) {
+            let (repository, tag) = super::repo_and_tag(&name);
+            tags.push(format!("{}:{tag}", super::save::familiar(&repository)));
         }
+    }
+    let (repository, _) = super::repo_and_tag(&image.name);
+    let platform = image.platform.clone().unwrap_or_else(|| {
+        let mut p = format!("{}/{}", c.os(), c.architecture());
+        if let Some(v) = c.variant() {
+            p.push('/');
+            p.push_str(v);
+        }
+        p
+    });
+    let diff_ids: Vec<String> = image.diff_ids()?.iter().map(ToString::to_string).collect();
+    // docker's document, with its field names, and what img adds (Name, Descriptor, Platform)
+    let doc = serde_json::json!({
+        "Id": id,
+        "RepoTags": tags,
+        "RepoDigests": [format!("{}@{}", super::save::familiar(&repository), image.registry_digest())],
+        "Created": config["created"],
+        "Author": config["author"],
+        "Config": config["config"],
+        "Architecture": config["architecture"],
+        "Variant": config["variant"],
+        "Os": config["os"],
+        "Size": image.size(),
+        "RootFS": {"Type": "layers", "Layers": diff_ids},
+        "History": config["history"],
+        "Name": image.name,
+        "Platform": platform,
+        "Descriptor": {
+            "mediaType": image.descriptor.media_type().to_string(),
+            "digest": image.descriptor.digest().to_string(),
+            "size": image.descriptor.size(),
+        },
+        "ManifestDigest": image.registry_manifest_digest().to_string(),
+    });
+    print_document(&doc, args.format.as_deref())
+}
+
+/// An inspect document as docker prints it: a JSON array of one, or `format` applied to it.
+pub fn print_document(doc: &serde_json::Value, format: Option<&str>) -> Result<ExitCode> {
+    match format {
+        Some(f) => print!(
+            "{}",
+            crate::format::Format::parse(f)?.render(std::slice::from_ref(doc), &[])?
+        ),
+        None => output::json(&[doc])?,
     }
     Ok(ExitCode::SUCCESS)
 }
