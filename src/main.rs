@@ -93,6 +93,9 @@ enum Command {
     /// Manage containers (docker-style)
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage named volumes (docker-style)
+    #[command(subcommand)]
+    Volume(commands::volume::VolumeCommand),
     /// (internal) a detached container's supervisor
     #[command(name = "__supervise", hide = true)]
     Supervise {
@@ -311,6 +314,7 @@ fn main() -> ExitCode {
             commands::container::run_rename(g, a)
         }
         Command::Version => commands::version::run(g),
+        Command::Volume(v) => commands::volume::run(g, v),
         Command::Supervise { dir } => commands::container::run_supervise(&dir),
         Command::Init { config } => img_run::init::main(&config),
         Command::Dial => img_run::ports::dial_main(),

@@ -1714,3 +1714,97 @@ fn format_and_filter_as_docker_documents_them() {
     );
     bed.ok(&["rm", "-f", "web", "failed", "fine"]);
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (runs containers): run as root, as tools/test does"
+)]
+fn named_volumes_are_filled_kept_and_removed_as_dockers() {
+    let bed = Bed::new("volumes");
+    let data = bed.root.path.join("volumes/conf/_data");
+    // a new volume is filled with what the image has there (busybox's /etc: passwd, group)
+    bed.ok(&["run", "--rm", "-v", "conf:/etc", &bed.busybox, "true"]);
+    let mut names: Vec<String> = fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["group", "passwd"], "{}", data.display());
+    // what one container writes, the next reads; an existing volume is not filled again
+    bed.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "conf:/etc",
+        &bed.busybox,
+        "sh",
+        "-c",
+        "echo kept > /etc/note; rm /etc/group",
+    ]);
+    let out = bed.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,source=conf,target=/x,readonly",
+        &bed.busybox,
+        "sh",
+        "-c",
+        "cat /x/note; ls /x; touch /x/no 2>/dev/null || echo read-only",
+    ]);
+    assert_eq!(out, "kept\nnote\npasswd\nread-only\n");
+    // nothing in the image there: an empty volume
+    bed.ok(&["volume", "create", "spare"]);
+    let out = bed.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "fresh:/nothing/here",
+        &bed.busybox,
+        "ls",
+        "-a",
+        "/nothing/here",
+    ]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), [".", ".."]);
+    let listed = bed.ok(&["volume", "ls", "-q"]);
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        ["conf", "fresh", "spare"]
+    );
+    assert_eq!(
+        bed.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "conf"])
+            .trim(),
+        data.to_str().unwrap()
+    );
+    // in use (even by a stopped container): refused; then gone with it
+    bed.ok(&[
+        "run",
+        "--name",
+        "user",
+        "-v",
+        "conf:/etc",
+        &bed.busybox,
+        "true",
+    ]);
+    let (code, err) = bed.root.fails(&["volume", "rm", "conf"]);
+    assert_eq!(code, 1);
+    assert!(assert_one_error_line(&err).contains("in use"), "{err}");
+    // gc and image prune leave volumes alone; volume prune -a takes the unused ones
+    bed.ok(&["gc"]);
+    assert!(data.join("note").exists());
+    let pruned = bed.ok(&["volume", "prune", "-a", "-f"]);
+    assert!(
+        pruned.contains("fresh") && pruned.contains("spare") && !pruned.contains("conf"),
+        "{pruned}"
+    );
+    bed.ok(&["rm", "user"]);
+    bed.ok(&["volume", "rm", "conf"]);
+    assert!(!bed.root.path.join("volumes/conf").exists());
+    // not a name: a bind, whose host path must be absolute
+    let (code, err) = bed
+        .root
+        .fails(&["run", "--rm", "-v", "../up:/x", &bed.busybox, "true"]);
+    assert_eq!(code, 125);
+    assert!(assert_one_error_line(&err).contains("absolute"), "{err}");
+}

@@ -979,6 +979,35 @@ fn a_dangling_resolv_conf_symlink_is_created_inside_the_root() {
     not(img_root),
     ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
 )]
+fn a_new_named_volume_is_filled_from_inside_the_root_only() {
+    against_victim(
+        "a_new_named_volume_is_filled_from_inside_the_root_only",
+        "hostile/dev-symlink",
+        |bed, image, fixture| {
+            // A new volume is filled with what the image has at its mount point: here a
+            // symlink to the host's victim directory (with a canary), which must be read as
+            // the symlink it is, never followed to the host.
+            let run = bed.run(&["-v", "filled:/dev"], image, &["true"]);
+            assert_refused(&run, fixture);
+            let data = bed.root.path.join("volumes/filled/_data");
+            let meta =
+                fs::symlink_metadata(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+            assert!(meta.is_dir(), "{} is not a directory", data.display());
+            let inside: Vec<_> = fs::read_dir(&data).unwrap().flatten().collect();
+            assert!(
+                inside.is_empty(),
+                "the host's files reached the volume: {inside:?}"
+            );
+            bed.img(&["volume", "rm", "filled"]).assert_ok();
+        },
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
 fn a_volume_on_a_symlink_lands_inside_the_root() {
     against_victim(
         "a_volume_on_a_symlink_lands_inside_the_root",

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use support::{
     REF_NAME, TestRoot, assert_one_error_line, count_log_lines, plain_log_barrier, sha256_hex,
-    testbed, unique, without_ages,
+    testbed, unique,
 };
 
 /// The image ID (config digest, `sha256:…`) of the stored image named `name`, read from the
@@ -137,16 +137,11 @@ fn an_image_id_finds_the_local_image_and_is_never_pulled() {
     let conf = search_conf(&root, &tb.plain);
     let conf = conf.to_str().unwrap();
 
-    // img's own view agrees: `images --json` has it as "config", `inspect` as Config
+    // img's own view agrees: `images --json` has it as "config", `inspect` as the Id
     let records = root.json(&["images", "--json"]);
     assert_eq!(records[0]["config"], id.as_str());
-    let by_name = root.ok(&["inspect", &busybox]);
-    assert!(
-        by_name
-            .lines()
-            .any(|l| l.starts_with("Config:") && l.ends_with(&id)),
-        "{by_name}"
-    );
+    let by_name = root.json(&["inspect", &busybox]);
+    assert_eq!(by_name[0]["Id"], id.as_str(), "{by_name}");
 
     // inspect by full ID (bare and with sha256:), by 12-digit prefix, by a shorter one
     for form in [
@@ -156,8 +151,7 @@ fn an_image_id_finds_the_local_image_and_is_never_pulled() {
         format!("sha256:{short}"),
         hex[..5].to_string(),
     ] {
-        let out = root.ok(&["inspect", &form]);
-        assert_eq!(without_ages(&out), without_ages(&by_name), "inspect {form}");
+        assert_eq!(root.json(&["inspect", &form]), by_name, "inspect {form}");
         let config = root.json(&["inspect", "--json", &form]);
         assert_eq!(config, root.json(&["inspect", "--json", &busybox]));
     }
@@ -292,11 +286,9 @@ fn an_ambiguous_id_prefix_is_an_error() {
 
     // one more digit tells them apart, however short
     let name_of = |prefix: &str| {
-        let out = root.ok(&["inspect", prefix]);
-        out.lines()
-            .find_map(|l| l.strip_prefix("Name:"))
-            .map(|n| n.trim().to_string())
-            .unwrap_or_default()
+        root.ok(&["inspect", "-f", "{{.Name}}", prefix])
+            .trim()
+            .to_string()
     };
     assert_eq!(name_of(&a[..common + 1]), busybox);
     assert_eq!(name_of(&b[..common + 1]), other);

@@ -20,6 +20,7 @@ pub mod save;
 pub mod tag;
 pub mod unpack;
 pub mod version;
+pub mod volume;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;

@@ -23,7 +23,7 @@ pub struct PruneArgs {
 }
 
 /// Bytes of the files under `dir` (not following symlinks).
-fn disk_usage(dir: &Path) -> u64 {
+pub(super) fn disk_usage(dir: &Path) -> u64 {
     let mut total = 0;
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -40,7 +40,7 @@ fn disk_usage(dir: &Path) -> u64 {
 
 /// docker's question; only `y`/`yes` goes on. Without a terminal (and without `-f`) nothing
 /// is removed.
-fn confirm(what: &str) -> bool {
+pub(super) fn confirm(what: &str) -> bool {
     eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
     let _ = std::io::stderr().flush();
     if !std::io::stdin().is_terminal() {

@@ -358,6 +358,9 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
             Err(t) => tmpfs.push(t),
         }
     }
+    for v in &mut volumes {
+        v.resolve(store.root())?;
+    }
     for server in &args.dns {
         if server.parse::<std::net::IpAddr>().is_err() {
             bail!("invalid --dns {server:?}: expected an IP address");
@@ -424,6 +427,10 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     if let Some(bundle) = &args.bundle {
         if args.init {
             bail!("--init is img's own init, which a bundle run by another runtime does not have");
+        }
+        // runc fills no volume: a new one is empty
+        for v in options.volumes.iter().filter_map(|v| v.name.as_deref()) {
+            img_run::volumes::create(store.root(), v, true)?;
         }
         return write_bundle(&store, &image, &options, bundle).map(|()| 0);
     }

@@ -173,6 +173,7 @@ fn setup(kernel: &dyn Syscall, config: &Path) -> Result<std::convert::Infallible
             dir.clone()
         }
     };
+    crate::volumes::copy_up(&root_path, &spec)?;
     let root = Root::open(&root_path)?;
     rootfs::prepare(kernel, &root, &spec, cfg.rootless)?;
     rustix::process::chdir(root.path()).map_err(crate::error::errno(root.path().display()))?;

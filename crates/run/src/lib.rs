@@ -30,6 +30,7 @@ mod syscall;
 pub mod tty;
 pub mod user;
 pub mod userns;
+pub mod volumes;
 
 pub use error::{Error, Result};
 pub use init::Rootfs;

@@ -147,19 +147,23 @@ pub enum Network {
     Host,
 }
 
-/// A bind mount from the host (`-v HOST:CTR[:ro]`).
+/// A bind mount from the host (`-v HOST:CTR[:ro]`), or of a named volume (`-v NAME:CTR`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
-    /// The host path.
+    /// The host path (a named volume's `_data`, once [`Volume::resolve`] has placed it).
     pub host: PathBuf,
     /// Where it appears in the container.
     pub container: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// The named volume's name, for one.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl Volume {
-    /// Parse `HOST:CTR[:ro|rw]`; the host path must be absolute and exist.
+    /// Parse `HOST:CTR[:ro|rw]` (the host path absolute and there) or `NAME:CTR[:ro|rw]` (a
+    /// named volume, see [`crate::volumes`]).
     pub fn parse(s: &str) -> Result<Volume> {
         let parts: Vec<&str> = s.split(':').collect();
         let (host, container, read_only) = match parts[..] {
@@ -168,10 +172,18 @@ impl Volume {
             [h, c, "rw"] => (h, c, false),
             _ => {
                 return Err(Error::Config(format!(
-                    "invalid volume {s:?}: expected HOST:CONTAINER[:ro]"
+                    "invalid volume {s:?}: expected HOST:CONTAINER[:ro] or NAME:CONTAINER[:ro]"
                 )));
             }
         };
+        if crate::volumes::is_name(host) && container.starts_with('/') {
+            return Ok(Volume {
+                host: PathBuf::new(),
+                container: container.to_string(),
+                read_only,
+                name: Some(host.to_string()),
+            });
+        }
         if !host.starts_with('/') || !container.starts_with('/') {
             return Err(Error::Config(format!(
                 "invalid volume {s:?}: both paths must be absolute"
@@ -186,7 +198,17 @@ impl Volume {
             host: PathBuf::from(host),
             container: container.to_string(),
             read_only,
+            name: None,
         })
+    }
+
+    /// A named volume made (if new) in the store at `root`, and its `_data` as the host path.
+    pub fn resolve(&mut self, root: &Path) -> Result<()> {
+        if let Some(name) = &self.name {
+            crate::volumes::create(root, name, false)?;
+            self.host = crate::volumes::data(root, name);
+        }
+        Ok(())
     }
 }
 
@@ -282,7 +304,16 @@ pub fn parse_mount(text: &str) -> Result<std::result::Result<Volume, String>> {
         } else {
             format!("{target}:{}", tmpfs_options.join(","))
         })),
-        "volume" => Err(bad("named volumes are not supported yet (use type=bind)")),
+        "volume" => {
+            let source = source.ok_or_else(|| {
+                bad("a volume needs a source (its name; anonymous volumes are not supported)")
+            })?;
+            if !crate::volumes::is_name(source) {
+                return Err(bad(&format!("{source:?} is not a volume name")));
+            }
+            let mode = if readonly { ":ro" } else { "" };
+            Volume::parse(&format!("{source}:{target}{mode}")).map(Ok)
+        }
         other => Err(bad(&format!("unknown type {other:?}"))),
     }
 }
@@ -448,6 +479,15 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
     spec["root"] = json!({"path": "rootfs", "readonly": opts.read_only});
     spec["hostname"] = json!(opts.hostname);
     spec["annotations"] = json!({ USER_ANNOTATION: user });
+    let named: Vec<&PathBuf> = opts
+        .volumes
+        .iter()
+        .filter(|v| v.name.is_some())
+        .map(|v| &v.host)
+        .collect();
+    if !named.is_empty() {
+        spec["annotations"][crate::volumes::ANNOTATION] = json!(json!(named).to_string());
+    }
     if opts.init {
         spec["annotations"][INIT_ANNOTATION] = json!("true");
     }
@@ -480,6 +520,7 @@ pub fn build_spec(config: &ImageConfiguration, opts: &RunOptions, etc: &EtcFiles
     for v in &opts.volumes {
         mounts.push(bind(&v.host, &v.container, v.read_only));
     }
+
     for t in &opts.tmpfs {
         let (path, given) = t.split_once(':').unwrap_or((t, ""));
         if !path.starts_with('/') {
