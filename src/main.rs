@@ -76,6 +76,8 @@ enum Command {
     Rm(commands::container::RmArgs),
     /// Run a command in a running container
     Exec(commands::container::ExecArgs),
+    /// Join a running container's terminal (`run -dt`; ctrl-p ctrl-q detaches) or output
+    Attach(commands::container::AttachArgs),
     /// Copy files between a container and the host (CONTAINER:PATH)
     Cp(commands::container::CpArgs),
     /// A running container's processes (the host's ps)
@@ -185,6 +187,8 @@ enum ContainerCommand {
     Logs(commands::container::LogsArgs),
     /// Run a command in a running container
     Exec(commands::container::ExecArgs),
+    /// Join a running container's terminal (`run -dt`; ctrl-p ctrl-q detaches) or output
+    Attach(commands::container::AttachArgs),
     /// Copy files between a container and the host
     Cp(commands::container::CpArgs),
     /// A running container's processes
@@ -291,6 +295,9 @@ fn main() -> ExitCode {
             commands::container::run_kill(g, a)
         }
         Command::Container(ContainerCommand::Inspect(a)) => commands::container::run_inspect(g, a),
+        Command::Attach(a) | Command::Container(ContainerCommand::Attach(a)) => {
+            commands::container::run_attach(g, a)
+        }
         Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
             commands::container::run_exec(g, a)
         }

@@ -431,6 +431,14 @@ pub fn run_logs(global: &Global, args: LogsArgs) -> Result<ExitCode> {
         }
         Err(e) => return Err(e).with_context(|| path.display().to_string()),
     };
+    copy_log(&dir, &mut file, args.follow)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copy the container's log from where `file` is to stdout; with `follow`, until the
+/// container is no longer running.
+fn copy_log(dir: &Path, file: &mut std::fs::File, follow: bool) -> Result<()> {
+    let path = dir.join("log");
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -442,14 +450,13 @@ pub fn run_logs(global: &Global, args: LogsArgs) -> Result<ExitCode> {
             continue;
         }
         out.flush()?;
-        if !args.follow || !ContainerState::load(&dir).is_ok_and(|s| s.is_running()) {
+        if !follow || !ContainerState::load(dir).is_ok_and(|s| s.is_running()) {
             // One more read: what was written between the last read and the exit.
-            std::io::copy(&mut file, &mut out)?;
-            break;
+            std::io::copy(file, &mut out)?;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// What became of a signal for a container.
@@ -813,30 +820,118 @@ pub fn run_port(global: &Global, args: PortArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Wait for the container in `dir` to end; its exit code. A state, not a time: until the
+/// record says it stopped (or it was removed, as `--rm` does, when there is no code left to
+/// read).
+fn exit_code_when_done(dir: &Path, what: &str) -> Result<i32> {
+    loop {
+        match ContainerState::load(dir) {
+            Ok(s) if s.is_running() => {}
+            Ok(s) if s.status == "running" && s.supervisor_alive() => {}
+            Ok(s) if s.status == "created" && s.supervisor_alive() => {}
+            Ok(s) if s.status == "restarting" && s.supervisor_alive() => {}
+            Ok(s) => return Ok(s.exit_code.unwrap_or(-1)),
+            Err(_) if !dir.exists() => {
+                bail!("container {what} was removed before its exit code was read")
+            }
+            Err(e) => return Err(e.into()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Arguments of `img attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The container (running)
+    pub container: String,
+}
+
+/// Run `img attach`: with a terminal (`run -dt`), ours in raw mode joined to the container's
+/// (ctrl-p ctrl-q detaches, leaving it running); without, its output from now on. Either
+/// way, until it ends, with its exit code.
+pub fn run_attach(global: &Global, args: AttachArgs) -> Result<ExitCode> {
+    let root = root(global)?;
+    img_run::reap(&root);
+    let (dir, state) = find(&root, &args.container)?;
+    if !state.is_running() {
+        bail!("you cannot attach to a stopped container, start it first");
+    }
+    let spec: serde_json::Value = std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if spec["process"]["terminal"] != true {
+        let path = dir.join("log");
+        let mut file = std::fs::File::open(&path).with_context(|| path.display().to_string())?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
+        copy_log(&dir, &mut file, true)?;
+        let code = exit_code_when_done(&dir, &args.container)?;
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    }
+    use img_run::attach::{Client, Frame, Keys};
+    use std::io::IsTerminal;
+    let client = std::sync::Arc::new(Client::connect(&dir)?);
+    let size = || img_run::tty::window_size().map(|(rows, cols)| Frame::Size(rows, cols));
+    if let Some(frame) = size() {
+        client.send(&frame)?;
+    }
+    let raw = std::io::stdin()
+        .is_terminal()
+        .then(img_run::tty::RawMode::enter);
+    img_run::runtime::block_signals();
+    let winch = client.clone();
+    let pid = state.pid.map_or(0, |p| p.pid);
+    img_run::runtime::forward_signals(
+        pid,
+        Some(Box::new(move || {
+            if let Some(frame) = size() {
+                let _ = winch.send(&frame);
+            }
+        })),
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<bool>();
+    let mut output = client.output()?;
+    let ended = done_tx.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut output, &mut std::io::stdout());
+        let _ = ended.send(false);
+    });
+    let input = client.clone();
+    std::thread::spawn(move || {
+        let mut keys = Keys::default();
+        let mut buf = [0u8; 4096];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            let (bytes, detached) = keys.feed(&buf[..n]);
+            if !bytes.is_empty() && input.send(&Frame::Input(bytes)).is_err() {
+                return;
+            }
+            if detached {
+                let _ = done_tx.send(true);
+                return;
+            }
+        }
+    });
+    let detached = done_rx.recv().unwrap_or(false);
+    drop(raw);
+    let _ = std::io::stdout().flush();
+    if detached {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let code = exit_code_when_done(&dir, &args.container)?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
 /// Run `img wait`: block until each container stops, printing its exit code (docker's).
 pub fn run_wait(global: &Global, args: Names) -> Result<ExitCode> {
     let root = root(global)?;
     let mut failed = false;
     for what in &args.containers {
-        let code = (|| -> Result<i32> {
-            let (dir, _) = find(&root, what)?;
-            // A state, not a time: until the record says it stopped (or it was removed, as
-            // `--rm` does, when there is no code left to read).
-            loop {
-                match ContainerState::load(&dir) {
-                    Ok(s) if s.is_running() => {}
-                    Ok(s) if s.status == "running" && s.supervisor_alive() => {}
-                    Ok(s) if s.status == "created" && s.supervisor_alive() => {}
-                    Ok(s) if s.status == "restarting" && s.supervisor_alive() => {}
-                    Ok(s) => return Ok(s.exit_code.unwrap_or(-1)),
-                    Err(_) if !dir.exists() => {
-                        bail!("container {what} was removed before its exit code was read")
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })();
+        let code = find(&root, what).and_then(|(dir, _)| exit_code_when_done(&dir, what));
         match code {
             Ok(code) => println!("{code}"),
             Err(e) => {

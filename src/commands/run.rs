@@ -310,10 +310,8 @@ fn new_id() -> String {
 }
 
 fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
-    if args.detach && args.tty {
-        bail!("-d with -t is not supported yet: a detached container has no terminal to attach");
-    }
-    if args.tty && !std::io::stdin().is_terminal() {
+    // docker's check, for a terminal joined now (-dt's is joined by `img attach`)
+    if args.tty && !args.detach && !std::io::stdin().is_terminal() {
         bail!("the input device is not a TTY (-t needs a terminal on stdin)");
     }
     let security = SecurityOpts::parse(&args.security_opt)?;

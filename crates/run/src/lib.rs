@@ -6,6 +6,7 @@
 //! the new namespaces; init mounts, pivots and execs, becoming PID 1.
 #![warn(missing_docs)]
 
+pub mod attach;
 pub mod capabilities;
 pub mod cgroup;
 pub mod copy;

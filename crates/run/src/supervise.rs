@@ -57,6 +57,11 @@ pub fn supervise(
         // The ports the kernel chose for `-p CTR` are the ones recorded.
         state.ports = listeners.iter().map(|(p, _)| p.clone()).collect();
     }
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
     let mut console_ours = None;
     let mut console_theirs = None;
     let mut tees = Vec::new();
@@ -84,6 +89,13 @@ pub fn supervise(
         }
         Io::Tty => {
             // Init opens the terminal in the container and sends us its master.
+            let (ours, theirs) = tty::console_socket()?;
+            console_ours = Some(ours);
+            console_theirs = Some(theirs);
+            [Stdio::Null, Stdio::Null, Stdio::Null]
+        }
+        // Detached with a terminal (`run -dt`): the master is served to `img attach` (attach).
+        Io::Log(_) if terminal => {
             let (ours, theirs) = tty::console_socket()?;
             console_ours = Some(ours);
             console_theirs = Some(theirs);
@@ -158,19 +170,45 @@ pub fn supervise(
     state.started = Some(now());
     state.save(dir)?;
     started(&state);
-    ports::forward(pid, listeners, &exe)?;
-    let (output, _raw) = match console_ours {
-        Some(socket) => {
-            let master = tty::receive_master(&socket)?;
-            tty::resize(&master);
-            let raw = tty::RawMode::enter();
-            let winch_master = master.try_clone().map_err(sys("pty"))?;
-            runtime::forward_signals(pid, Some(Box::new(move || tty::resize(&winch_master))));
-            (Some(tty::proxy(master)?), Some(raw))
-        }
-        None => {
-            runtime::forward_signals(pid, None);
-            (None, None)
+    let serving = (|| -> Result<_> {
+        ports::forward(pid, listeners, &exe)?;
+        Ok(match (console_ours, &io) {
+            (Some(socket), Io::Log(log)) => {
+                let master = tty::receive_master(&socket)?;
+                runtime::forward_signals(pid, None);
+                (Some(crate::attach::serve(master, log, dir)?), None)
+            }
+            (Some(socket), _) => {
+                let master = tty::receive_master(&socket)?;
+                tty::resize(&master);
+                let raw = tty::RawMode::enter();
+                let winch_master = master.try_clone().map_err(sys("pty"))?;
+                runtime::forward_signals(pid, Some(Box::new(move || tty::resize(&winch_master))));
+                (Some(tty::proxy(master)?), Some(raw))
+            }
+            (None, _) => {
+                runtime::forward_signals(pid, None);
+                (None, None)
+            }
+        })
+    })();
+    let (output, _raw) = match serving {
+        Ok(serving) => serving,
+        // Its ports or its terminal cannot be served: it does not run on unsupervised.
+        Err(e) => {
+            container.child.kill();
+            let _ = container.wait();
+            let _ = container.cleanup();
+            if remap.is_some() {
+                crate::idmap::unmount_rootfs(dir);
+            }
+            let mut state = ContainerState::load(dir).unwrap_or(state);
+            state.status = "exited".into();
+            state.exit_code = Some(125);
+            state.error = Some(e.to_string());
+            state.finished = Some(now());
+            let _ = state.save(dir);
+            return Err(e);
         }
     };
     let code = container.wait()?;

@@ -96,6 +96,13 @@ pub(crate) fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd> {
     Err(crate::Error::Config("no descriptor came".into()))
 }
 
+/// Our terminal's size (rows, columns), when stdin is one.
+pub fn window_size() -> Option<(u16, u16)> {
+    rustix::termios::tcgetwinsize(std::io::stdin())
+        .ok()
+        .map(|w| (w.ws_row, w.ws_col))
+}
+
 /// Give the pty our terminal's size.
 pub fn resize(master: &impl AsFd) {
     if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdin()) {
