@@ -1860,3 +1860,64 @@ fn run_dt_then_attach_detach_and_attach_again() {
     assert!(attached.stdout.contains("late"), "{attached}");
     bed.ok(&["rm", &id, &quiet]);
 }
+
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (runs containers): run as root, as tools/test does"
+)]
+fn health_checks_run_inside_and_show_in_ps_and_inspect() {
+    let bed = Bed::new("health");
+    let id = bed.run_d(
+        &[
+            "--name",
+            "checked",
+            "--health-cmd",
+            "test -f /tmp/ready && echo fine",
+            "--health-interval",
+            "200ms",
+            "--health-retries",
+            "2",
+        ],
+        &bed.busybox,
+        &["sleep", "600"],
+    );
+    let status = || bed.ok(&["ps", "--format", "{{.Status}}", "-f", "name=checked"]);
+    let health = || {
+        bed.ok(&["inspect", "-f", "{{.State.Health.Status}}", "checked"])
+            .trim()
+            .to_string()
+    };
+    // No /tmp/ready: the check fails twice in a row (no start period) and it is unhealthy.
+    wait_until("the container to be unhealthy", 60, || {
+        health() == "unhealthy"
+    });
+    assert!(status().contains("(unhealthy)"), "{}", status());
+    assert_eq!(
+        bed.ok(&["ps", "-q", "--no-trunc", "-f", "health=unhealthy"])
+            .trim(),
+        id
+    );
+    // The check runs inside the container: a file made there makes it healthy.
+    bed.ok(&["exec", "checked", "touch", "/tmp/ready"]);
+    wait_until("the container to be healthy", 60, || health() == "healthy");
+    assert!(status().contains("(healthy)"), "{}", status());
+    let doc = bed.root.json(&["inspect", "checked"]);
+    let log = doc[0]["State"]["Health"]["Log"].as_array().unwrap();
+    assert_eq!(log.last().unwrap()["ExitCode"], 0, "{doc}");
+    assert_eq!(log.last().unwrap()["Output"], "fine\n", "{doc}");
+    assert_eq!(doc[0]["State"]["Health"]["FailingStreak"], 0, "{doc}");
+    bed.ok(&["rm", "-f", "checked"]);
+
+    let (code, err) = bed.root.fails(&[
+        "run",
+        "--health-interval",
+        "soon",
+        "--health-cmd",
+        "true",
+        &bed.busybox,
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(assert_one_error_line(&err).contains("soon"), "{err}");
+}

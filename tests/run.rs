@@ -1078,7 +1078,11 @@ fn ulimit_dns_and_mount_as_docker_has_them() {
         .and_then(|l| l.split_whitespace().nth(4)?.parse().ok());
     let above = hard.map(|h| format!("nofile=1:{}", h + 1));
     let mut cases = vec![
-        ("--mount", "type=volume,target=/v", "named volumes"),
+        (
+            "--mount",
+            "type=volume,target=/v",
+            "anonymous volumes are not supported",
+        ),
         ("--dns", "not-an-ip", "--dns"),
     ];
     if let Some(above) = &above {

@@ -323,16 +323,18 @@ pub fn run_ps(global: &Global, args: PsArgs) -> Result<ExitCode> {
     img_run::reap(&root);
     let filters = crate::format::Filters::parse(
         &args.list.filter,
-        &["status", "name", "label", "ancestor", "id", "exited"],
+        &[
+            "status", "name", "label", "ancestor", "id", "exited", "health",
+        ],
     )?;
     let all = args.all || filters.has("status") || filters.has("exited");
-    let list: Vec<ContainerState> = ContainerState::list(&root)
+    let list: Vec<(PathBuf, ContainerState)> = ContainerState::list(&root)
         .into_iter()
-        .map(|(_, s)| s)
-        .filter(|s| all || s.is_running())
-        .filter(|s| {
+        .filter(|(_, s)| all || s.is_running())
+        .filter(|(dir, s)| {
             let state = state_word(s);
             filters.all(|key, value| match key {
+                "health" => health_of(s, dir).as_deref().unwrap_or("none") == value,
                 "status" => state == value,
                 "name" => s.name.contains(value),
                 "label" => crate::format::label_matches(&s.labels, value),
@@ -358,18 +360,19 @@ pub fn run_ps(global: &Global, args: PsArgs) -> Result<ExitCode> {
         }
     };
     if global.quiet {
-        for s in &list {
+        for (_, s) in &list {
             println!("{}", id(s));
         }
         return Ok(ExitCode::SUCCESS);
     }
     if global.json {
-        output::json(&list)?;
+        let states: Vec<&ContainerState> = list.iter().map(|(_, s)| s).collect();
+        output::json(&states)?;
         return Ok(ExitCode::SUCCESS);
     }
     let items: Vec<serde_json::Value> = list
         .iter()
-        .map(|s| {
+        .map(|(dir, s)| {
             let mut command = s.command.join(" ");
             if !args.list.no_trunc && command.chars().count() > 24 {
                 command = command.chars().take(23).collect::<String>() + "…";
@@ -382,7 +385,7 @@ pub fn run_ps(global: &Global, args: PsArgs) -> Result<ExitCode> {
                 "RunningFor": output::age(Some(&s.created)),
                 "Ports": s.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
                 "State": state_word(s),
-                "Status": status(s),
+                "Status": status(s, dir),
                 "Names": s.name,
                 "Labels": crate::format::labels_text(&s.labels),
             })
@@ -396,10 +399,15 @@ pub fn run_ps(global: &Global, args: PsArgs) -> Result<ExitCode> {
 }
 
 /// docker's STATUS column: `Up 5 seconds`, `Exited (0) 3 minutes ago`, `Created`.
-fn status(s: &ContainerState) -> String {
+fn status(s: &ContainerState, dir: &Path) -> String {
     if s.is_running() {
         let since = output::age(s.started.as_deref());
-        return format!("Up {}", since.trim_end_matches(" ago"));
+        let health = match health_of(s, dir).as_deref() {
+            Some("starting") => " (health: starting)".to_string(),
+            Some(h) => format!(" ({h})"),
+            None => String::new(),
+        };
+        return format!("Up {}{health}", since.trim_end_matches(" ago"));
     }
     match s.status.as_str() {
         "created" => "Created".into(),
@@ -414,6 +422,12 @@ fn status(s: &ContainerState) -> String {
             output::age(s.finished.as_deref())
         ),
     }
+}
+
+/// A running container's health (`starting`, `healthy`, `unhealthy`), when it is checked.
+fn health_of(s: &ContainerState, dir: &Path) -> Option<String> {
+    s.healthcheck.as_ref()?;
+    Some(img_run::health::Health::load(dir).map_or_else(|| "starting".into(), |h| h.status))
 }
 
 /// Run `img logs`.
@@ -729,6 +743,16 @@ pub fn run_inspect(global: &Global, args: InspectArgs) -> Result<ExitCode> {
             "Error": state.error,
             "StartedAt": state.started,
             "FinishedAt": state.finished,
+            "Health": state.healthcheck.as_ref().map(|_| {
+                let h = img_run::health::Health::load(&dir).unwrap_or_default();
+                serde_json::json!({
+                    "Status": health_of(&state, &dir).unwrap_or_default(),
+                    "FailingStreak": h.failing_streak,
+                    "Log": h.log.iter().map(|p| serde_json::json!({
+                        "Start": p.start, "End": p.end, "ExitCode": p.exit_code, "Output": p.output,
+                    })).collect::<Vec<_>>(),
+                })
+            }),
         },
         "Created": state.created,
         "Config": {
@@ -1002,19 +1026,7 @@ pub fn run_exec(global: &Global, args: ExecArgs) -> Result<ExitCode> {
         workdir: args.workdir.clone(),
         tty: args.tty && !args.detach,
     };
-    let path = dir.join(format!(".exec-{}.json", std::process::id()));
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        file.write_all(&serde_json::to_vec(&config)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    let path = img_run::exec::write_config(&dir, &config)?;
     let exe = std::env::current_exe().context("finding our own binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("__exec").arg(&path);

@@ -51,6 +51,24 @@ pub struct RunArgs {
     /// Seconds `img stop` waits before SIGKILL (default 10)
     #[arg(long = "stop-timeout", value_name = "SECONDS")]
     pub stop_timeout: Option<u64>,
+    /// A health check run inside every interval (`/bin/sh -c CMD`; exit 0 is healthy)
+    #[arg(long = "health-cmd", value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Between health checks (default 30s; 1m30s, 500ms…)
+    #[arg(long = "health-interval", value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// A health check taking longer fails (default 30s)
+    #[arg(long = "health-timeout", value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Failures in a row that make the container unhealthy (default 3)
+    #[arg(long = "health-retries", value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Failures this early do not count until a check passed (default 0s)
+    #[arg(long = "health-start-period", value_name = "DURATION")]
+    pub health_start_period: Option<String>,
+    /// No health check, not even the image's
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     /// Mount a tmpfs: PATH[:OPTIONS] (docker's default options rw,noexec,nosuid,size=65536k)
     #[arg(long = "tmpfs", value_name = "PATH[:OPTIONS]")]
     pub tmpfs: Vec<String>,
@@ -337,6 +355,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         }
     }
     let (store, image) = args.source.image_announced(global, &args.image)?;
+    let healthcheck = health_check(&args, &image)?;
     let id = new_id();
     let short = id[..12].to_string();
     let network = if args.network == "host" {
@@ -522,6 +541,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         restart_policy: restart.map(|p| p.as_string()),
         restart_count: 0,
         stopped_by_user: false,
+        healthcheck,
     };
     state.save(&dir)?;
     drop(creating);
@@ -546,6 +566,43 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     let code = img_run::supervise(&dir, io, exe, |_| {})?;
     drop(guard);
     Ok(code)
+}
+
+/// `--health-cmd` and its flags, else the image's `HEALTHCHECK` (unless `--no-healthcheck`).
+fn health_check(
+    args: &RunArgs,
+    image: &img_store::Image,
+) -> Result<Option<img_run::health::HealthCheck>> {
+    use img_run::health::{HealthCheck, parse_duration};
+    if args.no_healthcheck {
+        if args.health_cmd.is_some() {
+            bail!("--no-healthcheck conflicts with --health-cmd");
+        }
+        return Ok(None);
+    }
+    let duration = |d: &Option<String>| d.as_deref().map(parse_duration).transpose();
+    let (interval, timeout, start) = (
+        duration(&args.health_interval)?,
+        duration(&args.health_timeout)?,
+        duration(&args.health_start_period)?,
+    );
+    if let Some(cmd) = &args.health_cmd {
+        return Ok(Some(HealthCheck::new(
+            vec!["CMD-SHELL".into(), cmd.clone()],
+            interval,
+            timeout,
+            args.health_retries,
+            start,
+        )));
+    }
+    let config: serde_json::Value = serde_json::from_slice(&image.config_json).unwrap_or_default();
+    Ok(HealthCheck::of_image(&config).map(|c| HealthCheck {
+        interval: interval.unwrap_or(c.interval),
+        timeout: timeout.unwrap_or(c.timeout),
+        retries: args.health_retries.unwrap_or(c.retries),
+        start_period: start.unwrap_or(c.start_period),
+        ..c
+    }))
 }
 
 /// The spec of a container an ordinary user runs: the user as its root and its subordinate

@@ -44,6 +44,26 @@ pub struct ExecConfig {
     pub tty: bool,
 }
 
+/// Write `config` for an `img __exec` into the container's directory `dir`, readable by us
+/// only (`__exec` removes it once read); its path.
+pub fn write_config(dir: &Path, config: &ExecConfig) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(".exec-{}-{n}.json", std::process::id()));
+    let bytes = serde_json::to_vec(config).map_err(|e| Error::Config(e.to_string()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(&bytes))
+        .map_err(sys(path.display()))?;
+    Ok(path)
+}
+
 /// Run `img __exec CONFIG`: never returns. Its exit code is the command's (128 + signal
 /// when killed), 125 when we fail, 126/127 as docker when the command cannot run.
 pub fn main(config: &Path) -> ! {

@@ -13,6 +13,7 @@ pub mod copy;
 pub mod devices;
 mod error;
 pub mod exec;
+pub mod health;
 pub mod idmap;
 pub mod init;
 pub mod names;

@@ -149,6 +149,9 @@ pub struct ContainerState {
     /// `img stop` stopped it: no restart policy brings it back (`img start` clears this).
     #[serde(default)]
     pub stopped_by_user: bool,
+    /// Its health check (`--health-cmd`, or the image's), run by its supervisor.
+    #[serde(default)]
+    pub healthcheck: Option<crate::health::HealthCheck>,
 }
 
 /// Check a container name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.

@@ -211,7 +211,16 @@ pub fn supervise(
             return Err(e);
         }
     };
-    let code = container.wait()?;
+    let _ = std::fs::remove_file(dir.join(crate::health::FILE));
+    let health = state
+        .healthcheck
+        .clone()
+        .map(|check| crate::health::watch(dir.to_path_buf(), exe.clone(), &state, check));
+    let code = container.wait();
+    if let Some(stop) = health {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let code = code?;
     if let Some(out) = output {
         let _ = out.join();
     }
