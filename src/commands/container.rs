@@ -683,6 +683,8 @@ pub fn run_start(global: &Global, args: Names) -> Result<ExitCode> {
         state.status = "created".into();
         state.stopped_by_user = false;
         state.restart_count = 0;
+        // Ours until its supervisor records itself: a reap sees whether we are alive.
+        state.supervisor = Some(img_run::state::Recorded::of(std::process::id()));
         state.save(&dir)?;
         start_detached(&dir).with_context(|| format!("starting {what}"))?;
         println!("{what}");

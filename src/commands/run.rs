@@ -512,7 +512,9 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
             .unwrap_or_default(),
         status: "created".into(),
         pid: None,
-        supervisor: None,
+        // Ours until it runs (a foreground run supervises it; a detached one's supervisor
+        // records itself): a reap sees whether the maker of a "created" record is alive.
+        supervisor: Some(img_run::state::Recorded::of(std::process::id())),
         exit_code: None,
         error: None,
         created: jiff::Timestamp::now().to_string(),

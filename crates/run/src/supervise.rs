@@ -298,6 +298,16 @@ pub fn reap(root: &Path) -> usize {
                     let _ = s.save(&dir);
                 }
             }
+            // Made, but its maker (a `run` or `start`) died before it ran: its cgroup (made
+            // just before the start) goes, and with --rm the record too.
+            if s.status == "created" && s.supervisor.is_some() && dead_supervisor {
+                fixed += 1;
+                let _ = crate::cgroup::Cgroup::existing(&s.id).remove();
+                crate::idmap::unmount_rootfs(&dir);
+                if s.auto_remove {
+                    let _ = ContainerState::remove_dir(&dir);
+                }
+            }
             s.id
         })
         .collect();
