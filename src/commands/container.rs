@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use img_run::ContainerState;
+use img_run::lifecycle;
 use img_run::state::NotSignalled;
+use img_run::{ContainerState, ContainerStatus};
 
 use crate::{Global, output};
 
@@ -196,62 +197,11 @@ fn find(root: &Path, what: &str) -> Result<(PathBuf, ContainerState)> {
     Ok(ContainerState::find(root, what)?)
 }
 
-/// Make `cmd` a process of its own that outlives us: no stdio, its own session.
-fn detached(cmd: &mut Command) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid between fork and exec is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-}
-
 /// Start the supervisor of the container in `dir` in the background and wait until its
 /// command runs (or fails to start).
 pub fn start_detached(dir: &Path) -> Result<ContainerState> {
     let exe = std::env::current_exe().context("finding our own binary")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("__supervise").arg(dir);
-    detached(&mut cmd);
-    let mut child = cmd.spawn().context("starting the container's supervisor")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let state = ContainerState::load(dir)?;
-        match state.status.as_str() {
-            // Running, or run already and waiting to run again (a restart policy).
-            "running" | "restarting" => return Ok(state),
-            // It ran and is done already (a short command): that is a success.
-            "exited" if state.error.is_none() && state.started.is_some() => {
-                let _ = child.wait();
-                return Ok(state);
-            }
-            "exited" => {
-                let _ = child.wait();
-                if state.auto_remove {
-                    let _ = ContainerState::remove_dir(dir);
-                }
-                bail!(
-                    "{}",
-                    state.error.unwrap_or_else(|| format!(
-                        "the container exited at once with code {}",
-                        state.exit_code.unwrap_or(-1)
-                    ))
-                );
-            }
-            _ => {}
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("the container's supervisor ended before the container started ({status})");
-        }
-        if Instant::now() > deadline {
-            bail!("the container did not start within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    Ok(lifecycle::start_detached(dir, &exe)?)
 }
 
 /// `img __supervise DIR`: run the container in DIR to its end, its output in DIR/log.
@@ -273,13 +223,13 @@ pub fn run_supervise(dir: &Path) -> Result<ExitCode> {
             .unwrap_or_default();
         let code = match (&result, state.exit_code) {
             (Ok(code), _) => *code,
-            (Err(_), _) if state.status == "created" => break,
+            (Err(_), _) if state.status == ContainerStatus::Created => break,
             (Err(_), code) => code.unwrap_or(125),
         };
         if !policy.restarts(code, state.restart_count, state.stopped_by_user) {
             break;
         }
-        state.status = "restarting".into();
+        state.status = ContainerStatus::Restarting;
         state.save(dir)?;
         std::thread::sleep(img_run::restart::backoff(
             state.restart_count,
@@ -290,19 +240,19 @@ pub fn run_supervise(dir: &Path) -> Result<ExitCode> {
             break;
         };
         if state.stopped_by_user {
-            state.status = "exited".into();
+            state.status = ContainerStatus::Exited;
             state.save(dir)?;
             break;
         }
         state.restart_count += 1;
-        state.status = "created".into();
+        state.status = ContainerStatus::Created;
         state.save(dir)?;
     }
     match (&result, ContainerState::load(dir)) {
         // It never started (a busy port, a mount that failed): the record says why, for
         // `run -d` or `start` waiting on it (which also removes an `--rm` one then).
-        (Err(e), Ok(mut state)) if state.status == "created" => {
-            state.status = "exited".into();
+        (Err(e), Ok(mut state)) if state.status == ContainerStatus::Created => {
+            state.status = ContainerStatus::Exited;
             state.exit_code = Some(125);
             state.error = Some(format!("{e:#}"));
             state.finished = Some(jiff::Timestamp::now().to_string());
@@ -409,9 +359,9 @@ fn status(s: &ContainerState, dir: &Path) -> String {
         };
         return format!("Up {}{health}", since.trim_end_matches(" ago"));
     }
-    match s.status.as_str() {
-        "created" => "Created".into(),
-        "restarting" => format!(
+    match s.status {
+        ContainerStatus::Created => "Created".into(),
+        ContainerStatus::Restarting => format!(
             "Restarting ({}) {}",
             s.exit_code.map_or("?".into(), |c| c.to_string()),
             output::age(s.finished.as_deref())
@@ -473,59 +423,9 @@ fn copy_log(dir: &Path, file: &mut std::fs::File, follow: bool) -> Result<()> {
     }
 }
 
-/// What became of a signal for a container.
-#[derive(Debug)]
-enum Sent {
-    /// Its process has it.
-    Yes,
-    /// Its process has exited already.
-    Exited,
-    /// Its process has exited and its pid is another process's now: nothing was signalled.
-    Recycled(NotSignalled),
-}
-
-/// Send `signal` to the container's process, if the recorded pid is still that process. A
-/// pid that cannot be proven to be it (a record of an older img) or a refusal by the system
-/// is an error: nothing was signalled, and the process may run.
-fn send(what: &str, state: &ContainerState, signal: i32) -> Result<Sent> {
-    let Some(pid) = state.pid else {
-        return Ok(Sent::Exited);
-    };
-    match pid.signal(signal) {
-        Ok(()) => Ok(Sent::Yes),
-        Err(NotSignalled::Gone { .. }) => Ok(Sent::Exited),
-        Err(e @ NotSignalled::Recycled { .. }) => Ok(Sent::Recycled(e)),
-        Err(e) => bail!("container {what}: {e}"),
-    }
-}
-
 /// Say on stderr that a container's recorded pid is another process's now.
 fn warn_recycled(what: &str, e: &NotSignalled) {
     eprintln!("img: warning: container {what}: {e}");
-}
-
-/// Wait up to `wait` for the container's process to exit.
-fn wait_exit(dir: &Path, wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        if !ContainerState::load(dir).is_ok_and(|s| s.is_running()) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    !ContainerState::load(dir).is_ok_and(|s| s.is_running())
-}
-
-/// Wait for the supervisor to record the exit (so `rm` and `start` see a settled state).
-fn settle(dir: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        match ContainerState::load(dir) {
-            Ok(s) if s.status == "running" && s.supervisor_alive() => {}
-            _ => return,
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Run `f` for each container named, printing its name when it succeeds and the error when
@@ -548,118 +448,30 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> ExitCode {
     }
 }
 
-/// Wait for the supervisor of a container whose process has exited to record the exit, and
-/// fail (the container not `done`) if it is still at work in the directory after all.
-fn settled(what: &str, dir: &Path, done: &str) -> Result<()> {
-    settle(dir);
-    match ContainerState::load(dir) {
-        Ok(now) if now.status == "running" && now.supervisor_alive() => bail!(
-            "container {what}: its supervisor (pid {}) has not recorded its exit yet: not {done}",
-            now.supervisor.map_or(0, |s| s.pid)
-        ),
-        _ => Ok(()),
-    }
-}
-
-/// Run `img stop`: SIGTERM, then SIGKILL after `-t` seconds.
+/// Run `img stop`: SIGTERM (or the container's stop signal), then SIGKILL after `-t` seconds.
 pub fn run_stop(global: &Global, args: StopArgs) -> Result<ExitCode> {
     let root = root(global)?;
+    let signal = args
+        .signal
+        .as_deref()
+        .map(lifecycle::signal_number)
+        .transpose()?;
     Ok(each(&args.names.containers, |what| {
-        let (dir, mut state) = find(&root, what)?;
-        if state.restart_policy.is_some() {
-            // No restart policy brings back what `stop` stopped.
-            state.stopped_by_user = true;
-            state.save(&dir)?;
-        }
-        if state.status != "running" {
-            return Ok(());
-        }
-        let signal = match args.signal.as_ref().or(state.stop_signal.as_ref()) {
-            Some(s) => signal_number(s)?,
-            None => libc::SIGTERM,
-        };
-        let grace = args.time.or(state.stop_timeout).unwrap_or(10);
-        match send(what, &state, signal)? {
-            Sent::Yes => {
-                if !wait_exit(&dir, Duration::from_secs(grace)) {
-                    match send(what, &state, libc::SIGKILL)? {
-                        Sent::Yes => {
-                            wait_exit(&dir, Duration::from_secs(10));
-                        }
-                        Sent::Exited => {}
-                        Sent::Recycled(e) => warn_recycled(what, &e),
-                    }
-                }
-                settle(&dir);
-            }
-            Sent::Exited => settle(&dir),
-            // It has exited, as `ps` shows it: stopped already.
-            Sent::Recycled(e) => warn_recycled(what, &e),
+        let (dir, _) = find(&root, what)?;
+        if let Some(e) = lifecycle::stop(&dir, signal, args.time)? {
+            warn_recycled(what, &e);
         }
         Ok(())
     }))
 }
 
-/// The number of a signal given as a name (`KILL`, `SIGKILL`, `sigkill`) or a number.
-fn signal_number(name: &str) -> Result<i32> {
-    if let Ok(n) = name.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-        bail!("invalid signal: {name}");
-    }
-    let upper = name.to_ascii_uppercase();
-    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let n = match bare {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "ILL" => libc::SIGILL,
-        "TRAP" => libc::SIGTRAP,
-        "ABRT" | "IOT" => libc::SIGABRT,
-        "BUS" => libc::SIGBUS,
-        "FPE" => libc::SIGFPE,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "SEGV" => libc::SIGSEGV,
-        "USR2" => libc::SIGUSR2,
-        "PIPE" => libc::SIGPIPE,
-        "ALRM" => libc::SIGALRM,
-        "TERM" => libc::SIGTERM,
-        "CHLD" => libc::SIGCHLD,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        "TSTP" => libc::SIGTSTP,
-        "TTIN" => libc::SIGTTIN,
-        "TTOU" => libc::SIGTTOU,
-        "URG" => libc::SIGURG,
-        "XCPU" => libc::SIGXCPU,
-        "XFSZ" => libc::SIGXFSZ,
-        "VTALRM" => libc::SIGVTALRM,
-        "PROF" => libc::SIGPROF,
-        "WINCH" => libc::SIGWINCH,
-        "IO" | "POLL" => libc::SIGIO,
-        "PWR" => libc::SIGPWR,
-        "SYS" => libc::SIGSYS,
-        _ => bail!("invalid signal: {name}"),
-    };
-    Ok(n)
-}
-
 /// Run `img kill`: send a signal (default SIGKILL) to running containers; it does not wait.
 pub fn run_kill(global: &Global, args: KillArgs) -> Result<ExitCode> {
     let root = root(global)?;
-    let signal = signal_number(&args.signal)?;
+    let signal = lifecycle::signal_number(&args.signal)?;
     Ok(each(&args.names.containers, |what| {
-        let (_, state) = find(&root, what)?;
-        if state.status != "running" {
-            bail!("container {what} is not running");
-        }
-        match send(what, &state, signal)? {
-            Sent::Yes => Ok(()),
-            Sent::Exited => bail!("container {what} is not running"),
-            Sent::Recycled(e) => bail!("container {what} is not running: {e}"),
-        }
+        let (dir, _) = find(&root, what)?;
+        Ok(lifecycle::kill(&dir, signal)?)
     }))
 }
 
@@ -667,26 +479,13 @@ pub fn run_kill(global: &Global, args: KillArgs) -> Result<ExitCode> {
 pub fn run_start(global: &Global, args: Names) -> Result<ExitCode> {
     let root = root(global)?;
     img_run::reap(&root);
+    let exe = std::env::current_exe().context("finding our own binary")?;
     for what in &args.containers {
-        let (dir, mut state) = find(&root, what)?;
-        if state.is_running() {
-            println!("{what}");
-            continue;
+        let (dir, _) = find(&root, what)?;
+        let started = lifecycle::start(&dir, &exe).with_context(|| format!("starting {what}"))?;
+        if let Some(e) = started {
+            warn_recycled(what, &e);
         }
-        if state.status == "running" {
-            if let Some(Err(e @ NotSignalled::Recycled { .. })) = state.pid.map(|p| p.check()) {
-                warn_recycled(what, &e);
-            }
-            settled(what, &dir, "started")?;
-            state = ContainerState::load(&dir)?;
-        }
-        state.status = "created".into();
-        state.stopped_by_user = false;
-        state.restart_count = 0;
-        // Ours until its supervisor records itself: a reap sees whether we are alive.
-        state.supervisor = Some(img_run::state::Recorded::of(std::process::id()));
-        state.save(&dir)?;
-        start_detached(&dir).with_context(|| format!("starting {what}"))?;
         println!("{what}");
     }
     Ok(ExitCode::SUCCESS)
@@ -697,28 +496,10 @@ pub fn run_rm(global: &Global, args: RmArgs) -> Result<ExitCode> {
     let root = root(global)?;
     img_run::reap(&root);
     Ok(each(&args.names.containers, |what| {
-        let (dir, state) = find(&root, what)?;
-        if state.status == "running" {
-            if state.is_running() {
-                if !args.force {
-                    bail!("container {what} is running: stop it first, or use rm -f");
-                }
-                match send(what, &state, libc::SIGKILL)? {
-                    Sent::Yes => {
-                        wait_exit(&dir, Duration::from_secs(10));
-                    }
-                    Sent::Exited => {}
-                    Sent::Recycled(e) => warn_recycled(what, &e),
-                }
-            } else if let Some(Err(e @ NotSignalled::Recycled { .. })) =
-                state.pid.map(|p| p.check())
-            {
-                warn_recycled(what, &e);
-            }
-            settled(what, &dir, "removed")?;
+        let (dir, _) = find(&root, what)?;
+        if let Some(e) = lifecycle::remove(&dir, args.force)? {
+            warn_recycled(what, &e);
         }
-        let _ = img_run::cgroup::Cgroup::existing(&state.id).remove();
-        ContainerState::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))?;
         Ok(())
     }))
 }
@@ -797,10 +578,10 @@ pub fn run_inspect(global: &Global, args: InspectArgs) -> Result<ExitCode> {
 }
 
 /// docker's one-word state: created, running, restarting, exited.
-fn state_word(s: &ContainerState) -> &str {
+fn state_word(s: &ContainerState) -> &'static str {
     if s.is_running() {
         "running"
-    } else if s.status == "running" {
+    } else if s.status == ContainerStatus::Running {
         "exited"
     } else {
         s.status.as_str()
@@ -846,26 +627,6 @@ pub fn run_port(global: &Global, args: PortArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Wait for the container in `dir` to end; its exit code. A state, not a time: until the
-/// record says it stopped (or it was removed, as `--rm` does, when there is no code left to
-/// read).
-fn exit_code_when_done(dir: &Path, what: &str) -> Result<i32> {
-    loop {
-        match ContainerState::load(dir) {
-            Ok(s) if s.is_running() => {}
-            Ok(s) if s.status == "running" && s.supervisor_alive() => {}
-            Ok(s) if s.status == "created" && s.supervisor_alive() => {}
-            Ok(s) if s.status == "restarting" && s.supervisor_alive() => {}
-            Ok(s) => return Ok(s.exit_code.unwrap_or(-1)),
-            Err(_) if !dir.exists() => {
-                bail!("container {what} was removed before its exit code was read")
-            }
-            Err(e) => return Err(e.into()),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Arguments of `img attach`.
 #[derive(Debug, Args)]
 pub struct AttachArgs {
@@ -892,7 +653,7 @@ pub fn run_attach(global: &Global, args: AttachArgs) -> Result<ExitCode> {
         let mut file = std::fs::File::open(&path).with_context(|| path.display().to_string())?;
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
         copy_log(&dir, &mut file, true)?;
-        let code = exit_code_when_done(&dir, &args.container)?;
+        let code = lifecycle::wait(&dir)?;
         return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
     }
     use img_run::attach::{Client, Frame, Keys};
@@ -948,7 +709,7 @@ pub fn run_attach(global: &Global, args: AttachArgs) -> Result<ExitCode> {
     if detached {
         return Ok(ExitCode::SUCCESS);
     }
-    let code = exit_code_when_done(&dir, &args.container)?;
+    let code = lifecycle::wait(&dir)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
@@ -957,7 +718,7 @@ pub fn run_wait(global: &Global, args: Names) -> Result<ExitCode> {
     let root = root(global)?;
     let mut failed = false;
     for what in &args.containers {
-        let code = find(&root, what).and_then(|(dir, _)| exit_code_when_done(&dir, what));
+        let code = find(&root, what).and_then(|(dir, _)| Ok(lifecycle::wait(&dir)?));
         match code {
             Ok(code) => println!("{code}"),
             Err(e) => {
@@ -1033,7 +794,7 @@ pub fn run_exec(global: &Global, args: ExecArgs) -> Result<ExitCode> {
     let mut cmd = Command::new(exe);
     cmd.arg("__exec").arg(&path);
     if args.detach {
-        detached(&mut cmd);
+        lifecycle::detached(&mut cmd);
         cmd.spawn().context("starting img __exec")?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use img_run::ContainerState;
+use img_run::{ContainerState, ContainerStatus};
 
 use crate::{Global, output};
 
@@ -58,8 +58,9 @@ fn prune_containers(root: &Path) -> Result<(Vec<String>, u64)> {
     let mut removed = Vec::new();
     let mut freed = 0;
     for (dir, state) in ContainerState::list(root) {
-        let busy = state.is_running() || (state.status == "running" && state.supervisor_alive());
-        if busy || state.status == "created" && state.supervisor_alive() {
+        let busy = state.is_running()
+            || (state.status == ContainerStatus::Running && state.supervisor_alive());
+        if busy || state.status == ContainerStatus::Created && state.supervisor_alive() {
             continue;
         }
         let size = disk_usage(&dir);

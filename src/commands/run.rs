@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use img_run::spec::{Device, SeccompChoice};
-use img_run::{ContainerState, EtcFiles, Io, Network, Port, RunOptions, Volume};
+use img_run::{ContainerState, ContainerStatus, EtcFiles, Io, Network, Port, RunOptions, Volume};
 
 use super::pull::ImageSource;
 use crate::Global;
@@ -510,7 +510,7 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
             .as_ref()
             .and_then(|p| p.args().clone())
             .unwrap_or_default(),
-        status: "created".into(),
+        status: ContainerStatus::Created,
         pid: None,
         // Ours until it runs (a foreground run supervises it; a detached one's supervisor
         // records itself): a reap sees whether the maker of a "created" record is alive.

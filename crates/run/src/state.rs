@@ -104,7 +104,7 @@ pub struct ContainerState {
     /// The process's arguments.
     pub command: Vec<String>,
     /// `created`, `running` or `exited`.
-    pub status: String,
+    pub status: ContainerStatus,
     /// Its PID 1 while running: host pid and start time (`pid`, `pid_start_time` in
     /// state.json).
     #[serde(flatten, with = "pid_fields")]
@@ -152,6 +152,40 @@ pub struct ContainerState {
     /// Its health check (`--health-cmd`, or the image's), run by its supervisor.
     #[serde(default)]
     pub healthcheck: Option<crate::health::HealthCheck>,
+}
+
+/// Where a container is in its life, as its record says (`state.json` keeps docker's words).
+/// `Running` is what the record says: [`ContainerState::is_running`] also checks that its
+/// process is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerStatus {
+    /// Made (or being started again), not running yet.
+    Created,
+    /// Started; its supervisor waits for it.
+    Running,
+    /// Ended, to be run again by its restart policy.
+    Restarting,
+    /// Ended (its code in `exit_code`), or never started (`error`).
+    Exited,
+}
+
+impl ContainerStatus {
+    /// docker's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Created => "created",
+            ContainerStatus::Running => "running",
+            ContainerStatus::Restarting => "restarting",
+            ContainerStatus::Exited => "exited",
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Check a container name as docker does: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
@@ -293,7 +327,7 @@ impl ContainerState {
     /// Whether its process is alive (a `running` record whose process is gone, or whose pid
     /// another process has now, is not).
     pub fn is_running(&self) -> bool {
-        self.status == "running" && self.pid.is_some_and(|p| p.identity().is_alive())
+        self.status == ContainerStatus::Running && self.pid.is_some_and(|p| p.identity().is_alive())
     }
 
     /// The pids (ours) of the container's processes, for `img top`: its cgroup's as root;

@@ -11,7 +11,7 @@ use crate::error::sys;
 use crate::init::Rootfs;
 use crate::runtime::Stdio;
 use crate::spec::Network;
-use crate::state::{ContainerState, Recorded};
+use crate::state::{ContainerState, ContainerStatus, Recorded};
 use crate::{Error, Launch, Result, ports, runtime, tty};
 
 /// The directory (in a container's) holding the flattened copy of its image that a rootless
@@ -148,7 +148,7 @@ pub fn supervise(
             if remap.is_some() {
                 crate::idmap::unmount_rootfs(dir);
             }
-            state.status = "exited".into();
+            state.status = ContainerStatus::Exited;
             state.exit_code = Some(match &e {
                 Error::Init { code, .. } => *code,
                 _ => 125,
@@ -160,7 +160,7 @@ pub fn supervise(
         }
     };
     let pid = container.child.id();
-    state.status = "running".into();
+    state.status = ContainerStatus::Running;
     // With their start times: the pids may be another process's by the time they are read
     // (our child is not reaped before `wait`, so its start time is the one read here).
     state.pid = Some(Recorded::of(pid));
@@ -203,7 +203,7 @@ pub fn supervise(
                 crate::idmap::unmount_rootfs(dir);
             }
             let mut state = ContainerState::load(dir).unwrap_or(state);
-            state.status = "exited".into();
+            state.status = ContainerStatus::Exited;
             state.exit_code = Some(125);
             state.error = Some(e.to_string());
             state.finished = Some(now());
@@ -234,7 +234,7 @@ pub fn supervise(
     }
     // The record as it is now: `img rename` may have changed it while the container ran.
     let mut state = ContainerState::load(dir).unwrap_or(state);
-    state.status = "exited".into();
+    state.status = ContainerStatus::Exited;
     state.exit_code = Some(code);
     state.finished = Some(now());
     if oom {
@@ -282,7 +282,8 @@ pub fn reap(root: &Path) -> usize {
         .into_iter()
         .map(|(dir, mut s)| {
             let dead_supervisor = !s.supervisor_alive();
-            if (s.status == "running" && !s.is_running() || s.status == "restarting")
+            if (s.status == ContainerStatus::Running && !s.is_running()
+                || s.status == ContainerStatus::Restarting)
                 && dead_supervisor
             {
                 fixed += 1;
@@ -292,7 +293,7 @@ pub fn reap(root: &Path) -> usize {
                 if s.auto_remove {
                     let _ = ContainerState::remove_dir(&dir);
                 } else {
-                    s.status = "exited".into();
+                    s.status = ContainerStatus::Exited;
                     s.finished = Some(now());
                     s.error = Some("its supervisor died; the exit code is unknown".into());
                     let _ = s.save(&dir);
@@ -300,7 +301,7 @@ pub fn reap(root: &Path) -> usize {
             }
             // Made, but its maker (a `run` or `start`) died before it ran: its cgroup (made
             // just before the start) goes, and with --rm the record too.
-            if s.status == "created" && s.supervisor.is_some() && dead_supervisor {
+            if s.status == ContainerStatus::Created && s.supervisor.is_some() && dead_supervisor {
                 fixed += 1;
                 let _ = crate::cgroup::Cgroup::existing(&s.id).remove();
                 crate::idmap::unmount_rootfs(&dir);
