@@ -458,10 +458,9 @@ pub fn run_stop(global: &Global, args: StopArgs) -> Result<ExitCode> {
         .transpose()?;
     Ok(each(&args.names.containers, |what| {
         let (dir, _) = find(&root, what)?;
-        if let Some(e) = lifecycle::stop(&dir, signal, args.time)? {
-            warn_recycled(what, &e);
-        }
-        Ok(())
+        Ok(lifecycle::stop(&dir, signal, args.time, |e| {
+            warn_recycled(what, e)
+        })?)
     }))
 }
 
@@ -482,10 +481,8 @@ pub fn run_start(global: &Global, args: Names) -> Result<ExitCode> {
     let exe = std::env::current_exe().context("finding our own binary")?;
     for what in &args.containers {
         let (dir, _) = find(&root, what)?;
-        let started = lifecycle::start(&dir, &exe).with_context(|| format!("starting {what}"))?;
-        if let Some(e) = started {
-            warn_recycled(what, &e);
-        }
+        lifecycle::start(&dir, &exe, |e| warn_recycled(what, e))
+            .with_context(|| format!("starting {what}"))?;
         println!("{what}");
     }
     Ok(ExitCode::SUCCESS)
@@ -497,10 +494,9 @@ pub fn run_rm(global: &Global, args: RmArgs) -> Result<ExitCode> {
     img_run::reap(&root);
     Ok(each(&args.names.containers, |what| {
         let (dir, _) = find(&root, what)?;
-        if let Some(e) = lifecycle::remove(&dir, args.force)? {
-            warn_recycled(what, &e);
-        }
-        Ok(())
+        Ok(lifecycle::remove(&dir, args.force, |e| {
+            warn_recycled(what, e)
+        })?)
     }))
 }
 

@@ -132,16 +132,21 @@ pub fn settled(dir: &Path, done: &str) -> Result<()> {
 
 /// Stop the container in `dir`: `signal` (its `--stop-signal`, else SIGTERM), then SIGKILL
 /// after `grace` seconds (its `--stop-timeout`, else 10). No restart policy brings it back.
-/// Returns the recycled pid it found instead of its process, if so (nothing was signalled:
-/// it had exited).
-pub fn stop(dir: &Path, signal: Option<i32>, grace: Option<u64>) -> Result<Option<NotSignalled>> {
+/// `recycled` hears of a recorded pid found to be another process's (nothing was signalled:
+/// the container had exited).
+pub fn stop(
+    dir: &Path,
+    signal: Option<i32>,
+    grace: Option<u64>,
+    mut recycled: impl FnMut(&NotSignalled),
+) -> Result<()> {
     let mut state = ContainerState::load(dir)?;
     if state.restart_policy.is_some() {
         state.stopped_by_user = true;
         state.save(dir)?;
     }
     if state.status != ContainerStatus::Running {
-        return Ok(None);
+        return Ok(());
     }
     let signal = match (signal, state.stop_signal.as_deref()) {
         (Some(s), _) => s,
@@ -149,26 +154,24 @@ pub fn stop(dir: &Path, signal: Option<i32>, grace: Option<u64>) -> Result<Optio
         (None, None) => libc::SIGTERM,
     };
     let grace = grace.or(state.stop_timeout).unwrap_or(10);
-    let recycled = match send(&state, signal)? {
+    match send(&state, signal)? {
         Sent::Yes => {
-            let mut recycled = None;
             if !wait_exit(dir, Duration::from_secs(grace)) {
                 match send(&state, libc::SIGKILL)? {
                     Sent::Yes => {
                         wait_exit(dir, Duration::from_secs(10));
                     }
                     Sent::Exited => {}
-                    Sent::Recycled(e) => recycled = Some(e),
+                    Sent::Recycled(e) => recycled(&e),
                 }
             }
-            recycled
         }
-        Sent::Exited => None,
+        Sent::Exited => {}
         // It has exited, as `ps` shows it: stopped already.
-        Sent::Recycled(e) => Some(e),
-    };
+        Sent::Recycled(e) => recycled(&e),
+    }
     settle(dir);
-    Ok(recycled)
+    Ok(())
 }
 
 /// Send `signal` to the running container in `dir`; it does not wait.
@@ -191,11 +194,10 @@ pub fn kill(dir: &Path, signal: i32) -> Result<()> {
 }
 
 /// Remove the container in `dir` (its record, writable layer and cgroup). A running one is
-/// refused unless `force` (docker's `rm -f`: SIGKILL first). Returns a recycled pid found
-/// instead of its process, if so.
-pub fn remove(dir: &Path, force: bool) -> Result<Option<NotSignalled>> {
+/// refused unless `force` (docker's `rm -f`: SIGKILL first). `recycled` hears of a recorded
+/// pid found to be another process's.
+pub fn remove(dir: &Path, force: bool, mut recycled: impl FnMut(&NotSignalled)) -> Result<()> {
     let state = ContainerState::load(dir)?;
-    let mut recycled = None;
     if state.status == ContainerStatus::Running {
         if state.is_running() {
             if !force {
@@ -209,16 +211,15 @@ pub fn remove(dir: &Path, force: bool) -> Result<Option<NotSignalled>> {
                     wait_exit(dir, Duration::from_secs(10));
                 }
                 Sent::Exited => {}
-                Sent::Recycled(e) => recycled = Some(e),
+                Sent::Recycled(e) => recycled(&e),
             }
         } else if let Some(Err(e @ NotSignalled::Recycled { .. })) = state.pid.map(|p| p.check()) {
-            recycled = Some(e);
+            recycled(&e);
         }
         settled(dir, "removed")?;
     }
     let _ = crate::cgroup::Cgroup::existing(&state.id).remove();
-    ContainerState::remove_dir(dir)?;
-    Ok(recycled)
+    ContainerState::remove_dir(dir)
 }
 
 /// Make `cmd` a process of its own that outlives us: no stdio, its own session.
@@ -285,17 +286,16 @@ pub fn start_detached(dir: &Path, exe: &Path) -> Result<ContainerState> {
 }
 
 /// Start the stopped container in `dir` again, detached, on its kept writable layer (docker's
-/// `start`); a running one is left as it is. Returns a recycled pid found instead of its
-/// process, if so.
-pub fn start(dir: &Path, exe: &Path) -> Result<Option<NotSignalled>> {
+/// `start`); a running one is left as it is. `recycled` hears of a recorded pid found to be
+/// another process's.
+pub fn start(dir: &Path, exe: &Path, mut recycled: impl FnMut(&NotSignalled)) -> Result<()> {
     let mut state = ContainerState::load(dir)?;
     if state.is_running() {
-        return Ok(None);
+        return Ok(());
     }
-    let mut recycled = None;
     if state.status == ContainerStatus::Running {
         if let Some(Err(e @ NotSignalled::Recycled { .. })) = state.pid.map(|p| p.check()) {
-            recycled = Some(e);
+            recycled(&e);
         }
         settled(dir, "started")?;
         state = ContainerState::load(dir)?;
@@ -307,7 +307,7 @@ pub fn start(dir: &Path, exe: &Path) -> Result<Option<NotSignalled>> {
     state.supervisor = Some(crate::state::Recorded::of(std::process::id()));
     state.save(dir)?;
     start_detached(dir, exe)?;
-    Ok(recycled)
+    Ok(())
 }
 
 /// Wait for the container in `dir` to end; its exit code. A state, not a time: until the
