@@ -1471,13 +1471,16 @@ fn restart_policies_as_docker_has_them() {
     assert_eq!(bed.ok(&["wait", &fine]), "0\n");
     assert_eq!(bed.state(&fine)["restart_count"], 0);
 
-    // always: runs again after a success, until `img stop`, which no policy undoes
+    // always: runs again after a success, until `img stop`, which no policy undoes; its
+    // published port is listened on again by each run (the last one's closed at its exit)
     let always = bed.run_d(
-        &["--restart", "always"],
+        &["--restart", "always", "-p", "127.0.0.1::8080"],
         &bed.busybox,
         &["sh", "-c", "echo run; exec sleep 1"],
     );
     bed.wait_log(&always, "run", 3);
+    let s = bed.state(&always);
+    assert!(s["error"].is_null(), "a restart failed: {s}");
     bed.ok(&["stop", "-t", "1", &always]);
     wait_until("always to stay stopped", 60, || {
         let s = bed.state(&always);

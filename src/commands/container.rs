@@ -664,15 +664,17 @@ pub fn run_attach(global: &Global, args: AttachArgs) -> Result<ExitCode> {
         .then(img_run::tty::RawMode::enter);
     img_run::runtime::block_signals();
     let winch = client.clone();
-    let pid = state.pid.map_or(0, |p| p.pid);
-    img_run::runtime::forward_signals(
-        pid,
-        Some(Box::new(move || {
-            if let Some(frame) = size() {
-                let _ = winch.send(&frame);
-            }
-        })),
-    );
+    // (is_running above: there is a pid)
+    if let Some(pid) = state.pid {
+        img_run::runtime::forward_signals(
+            pid.pid,
+            Some(Box::new(move || {
+                if let Some(frame) = size() {
+                    let _ = winch.send(&frame);
+                }
+            })),
+        );
+    }
     let (done_tx, done_rx) = std::sync::mpsc::channel::<bool>();
     let mut output = client.output()?;
     let ended = done_tx.clone();

@@ -77,7 +77,13 @@ pub fn rootless_reexec(
     };
     let code = user_namespace_args(global)
         .and_then(|(exe, root)| {
-            let mut all = vec!["--root".as_ref(), root.as_os_str()];
+            // The store's root made explicit (uid 0 there would pick root's), unless the
+            // user gave it (`--root` in the arguments, or IMG_ROOT, which the child inherits):
+            // clap refuses `--root` twice.
+            let mut all: Vec<&std::ffi::OsStr> = Vec::new();
+            if global.root.is_none() {
+                all.extend(["--root".as_ref(), root.as_os_str()]);
+            }
             all.extend(args);
             Ok(img_run::userns::run_mapped(&exe, &all, inherit(), 0)?)
         })
@@ -121,9 +127,14 @@ pub fn snapshots_in_user_namespace(
         img_run::spawn::Stdio::Null,
         img_run::spawn::Stdio::Fd(w.into()),
     ];
+    // Read while it runs (a pipe holds 64 KiB; a chattier child would block on it).
+    let reader = std::thread::spawn(move || {
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut { r }, &mut said).ok();
+        said
+    });
     let code = img_run::userns::run_mapped(&exe, &args, stdio, 0)?;
-    let mut said = String::new();
-    std::io::Read::read_to_string(&mut { r }, &mut said).ok();
+    let said = reader.join().unwrap_or_default();
     if code != 0 {
         let said = said.trim().trim_start_matches("img: ");
         bail!("{}", if said.is_empty() { "failed" } else { said });

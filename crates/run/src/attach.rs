@@ -16,6 +16,13 @@ use crate::error::sys;
 /// The socket's name in the container's directory.
 pub const SOCKET: &str = "attach.sock";
 
+/// The most input one frame carries (what a client reads from its terminal at once is less).
+const FRAME_MAX: usize = 64 * 1024;
+
+/// Output chunks queued for one client; a client that falls this far behind is dropped
+/// rather than let it stall the terminal (and so the container) for everyone.
+const QUEUE: usize = 256;
+
 /// What a client sends: input for the terminal, or its window's size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -53,7 +60,7 @@ impl Frame {
                 let mut len = [0u8; 4];
                 r.read_exact(&mut len).ok()?;
                 let len = u32::from_be_bytes(len) as usize;
-                if len > 1 << 20 {
+                if len > FRAME_MAX {
                     return None;
                 }
                 let mut bytes = vec![0; len];
@@ -86,18 +93,36 @@ pub fn serve(master: OwnedFd, log: &Path, dir: &Path) -> Result<JoinHandle<()>> 
     let _ = std::fs::remove_file(&path);
     let (_dir, short) = short_path(dir)?;
     let listener = UnixListener::bind(&short).map_err(sys(path.display()))?;
-    let clients: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+    // Only our user (the container's directory already keeps others out).
+    std::fs::set_permissions(&short, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(sys(path.display()))?;
+    let clients: Arc<Mutex<Vec<std::sync::mpsc::SyncSender<Vec<u8>>>>> = Arc::default();
     let input = std::fs::File::from(master.try_clone().map_err(sys("pty"))?);
     let input = Arc::new(Mutex::new(input));
     {
         let clients = clients.clone();
         std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (Ok(mut reader), Some(mut list)) = (stream.try_clone(), clients.lock().ok())
-                else {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else {
+                    // EMFILE and the like: try again, without spinning.
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                     continue;
                 };
-                list.push(stream);
+                let (Ok(mut reader), Ok(mut list)) = (stream.try_clone(), clients.lock()) else {
+                    continue;
+                };
+                // Each client is written by a thread of its own, from a bounded queue.
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE);
+                list.push(tx);
+                drop(list);
+                std::thread::spawn(move || {
+                    for chunk in rx {
+                        if stream.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                });
                 let input = input.clone();
                 std::thread::spawn(move || {
                     while let Some(frame) = Frame::read(&mut reader) {
@@ -134,14 +159,13 @@ pub fn serve(master: OwnedFd, log: &Path, dir: &Path) -> Result<JoinHandle<()>> 
             }
             let _ = log.write_all(&buf[..n]);
             if let Ok(mut list) = clients.lock() {
-                list.retain_mut(|c| c.write_all(&buf[..n]).is_ok());
+                list.retain(|c| c.try_send(buf[..n].to_vec()).is_ok());
             }
         }
         let _ = std::fs::remove_file(&socket);
+        // The writers end once their queues are empty and closed.
         if let Ok(mut list) = clients.lock() {
-            for c in list.drain(..) {
-                let _ = c.shutdown(std::net::Shutdown::Both);
-            }
+            list.clear();
         }
     }))
 }

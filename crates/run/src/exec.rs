@@ -142,13 +142,19 @@ fn setup(config: &Path) -> Result<i32> {
         }
     }
 
+    // Our pid as the child will read it: 0 from inside a PID namespace we are outside of.
+    let parent = if flags & libc::CLONE_NEWPID != 0 {
+        0
+    } else {
+        std::process::id() as libc::pid_t
+    };
     // SAFETY: fork of this single-threaded process; both sides go on with ordinary code.
     let child = unsafe { libc::fork() };
     if child < 0 {
         return Err(sys("fork")(std::io::Error::last_os_error()));
     }
     if child == 0 {
-        let e = match enter(&cfg, &spec, &process, filter.as_ref()) {
+        let e = match enter(&cfg, &spec, &process, filter.as_ref(), parent) {
             Ok(never) => match never {},
             Err(e) => e,
         };
@@ -179,6 +185,7 @@ fn enter(
     spec: &Spec,
     process: &oci_spec::runtime::Process,
     filter: Option<&crate::seccomp::Filter>,
+    parent: libc::pid_t,
 ) -> Result<std::convert::Infallible> {
     let user = crate::user::of_spec(spec, process, cfg.user.as_deref())?;
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
@@ -208,6 +215,17 @@ fn enter(
         seccomp: filter,
     };
     crate::init::drop_privileges(&crate::syscall::Linux, &privileges)?;
+    // The process dies with the `__exec` that relays it (a health check killed at its
+    // timeout, an exec whose caller was killed): nothing it started runs on unwatched. Set
+    // after the user change, which clears it.
+    // A relay already gone left us to another parent (the container's PID 1).
+    // SAFETY: prctl on our own process with plain values; getppid has no preconditions.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != parent {
+            libc::_exit(137);
+        }
+    }
     crate::process::exec(&cfg.args, &env)
 }
 

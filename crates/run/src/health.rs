@@ -21,6 +21,9 @@ use crate::{Error, Result};
 /// The file beside `state.json`.
 pub const FILE: &str = "health.json";
 
+/// The most of a check's output kept (docker keeps 4 KiB).
+const OUTPUT_MAX: usize = 4096;
+
 /// How a container is checked (docker's `Healthcheck`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheck {
@@ -45,10 +48,15 @@ impl HealthCheck {
         retries: Option<u32>,
         start_period: Option<Duration>,
     ) -> HealthCheck {
+        // docker: 0 means the default
+        let or_default = |d: Option<Duration>| {
+            d.filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(30))
+        };
         HealthCheck {
             test,
-            interval: interval.unwrap_or(Duration::from_secs(30)),
-            timeout: timeout.unwrap_or(Duration::from_secs(30)),
+            interval: or_default(interval),
+            timeout: or_default(timeout),
             retries: retries.unwrap_or(3),
             start_period: start_period.unwrap_or_default(),
         }
@@ -127,7 +135,10 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
             "h" => 3600.0,
             _ => return Err(bad()),
         };
-        total += Duration::from_secs_f64(number * seconds);
+        total = Duration::try_from_secs_f64(number * seconds)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(bad)?;
         rest = &rest[unit_len..];
     }
     Ok(total)
@@ -278,18 +289,37 @@ fn probe(
             return failed(format!("starting the check: {e}"));
         }
     };
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_end(&mut text);
-        }
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_end(&mut text);
-        }
-        text
-    });
+    // Both pipes read at once, at most 4 KiB kept (docker's), the rest drained and dropped:
+    // a check that prints without end neither fills our memory nor blocks on a full pipe.
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut pipe| {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut kept) = output.lock() {
+                    let room = OUTPUT_MAX.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+        })
+    })
+    .collect();
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -298,6 +328,14 @@ fn probe(
                 std::thread::sleep(Duration::from_millis(10));
             }
             _ => {
+                // SIGTERM is passed on to the check by `__exec`; the check dies with it (its
+                // parent-death signal, set by `__exec`) when SIGKILL follows.
+                // SAFETY: signals to our own unreaped child.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                let grace = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < grace && matches!(child.try_wait(), Ok(None)) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -305,14 +343,14 @@ fn probe(
         }
     };
     let _ = std::fs::remove_file(&path);
-    let mut output = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
-    if output.len() > 4096 {
-        let mut cut = 4096;
-        while !output.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        output.truncate(cut);
+    // What the check wrote before it ended; a process it left behind holding the pipes is not
+    // waited for beyond a moment.
+    let settle = Instant::now() + Duration::from_millis(500);
+    while readers.iter().any(|r| !r.is_finished()) && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(5));
     }
+    let bytes = output.lock().map(|o| o.clone()).unwrap_or_default();
+    let output = String::from_utf8_lossy(&bytes).into_owned();
     match status {
         Some(s) => Probe {
             start,

@@ -50,13 +50,34 @@ pub fn listen(ports: &[Port]) -> Result<Vec<(Port, TcpListener)>> {
         .collect()
 }
 
-/// Serve the listeners for the container whose PID 1 is `pid`, on background threads. As
-/// root one thread joins the container's network namespace to dial; without root (a rootless
-/// container, whose namespace only its user namespace's root may join) `exe __dial` does,
-/// started inside both, and hands each connection back over a socket.
-pub fn forward(pid: u32, listeners: Vec<(Port, TcpListener)>, exe: &Path) -> Result<()> {
+/// The listeners [`forward`] serves; dropping it closes them (their threads, the dialling
+/// thread and a rootless container's `__dial` helper then end), so a container started
+/// again (a restart policy) can listen on the same ports.
+#[derive(Debug, Default)]
+pub struct Forwarding {
+    listeners: Vec<TcpListener>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for l in &self.listeners {
+            // A listening socket shut down wakes its blocked accept with an error.
+            let _ = rustix::net::shutdown(l, rustix::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Serve the listeners for the container whose PID 1 is `pid`, on background threads, until
+/// the returned [`Forwarding`] is dropped. As root one thread joins the container's network
+/// namespace to dial; without root (a rootless container, whose namespace only its user
+/// namespace's root may join) `exe __dial` does, started inside both, and hands each
+/// connection back over a socket.
+pub fn forward(pid: u32, listeners: Vec<(Port, TcpListener)>, exe: &Path) -> Result<Forwarding> {
+    let mut forwarding = Forwarding::default();
     if listeners.is_empty() {
-        return Ok(());
+        return Ok(forwarding);
     }
     let ns = |kind: &str| {
         let path = format!("/proc/{pid}/ns/{kind}");
@@ -102,9 +123,22 @@ pub fn forward(pid: u32, listeners: Vec<(Port, TcpListener)>, exe: &Path) -> Res
         });
     }
     for (port, listener) in listeners {
+        forwarding
+            .listeners
+            .push(listener.try_clone().map_err(sys("listener"))?);
+        let closed = forwarding.closed.clone();
         let dial = dial_tx.clone();
         std::thread::spawn(move || {
-            for outside in listener.incoming().flatten() {
+            for outside in listener.incoming() {
+                let outside = match outside {
+                    Ok(s) => s,
+                    Err(_) if closed.load(std::sync::atomic::Ordering::SeqCst) => return,
+                    // EMFILE and the like: try again, without spinning.
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    }
+                };
                 let (tx, rx) = mpsc::channel();
                 if dial.send((port.container_port, tx)).is_err() {
                     return;
@@ -118,7 +152,7 @@ pub fn forward(pid: u32, listeners: Vec<(Port, TcpListener)>, exe: &Path) -> Res
             }
         });
     }
-    Ok(())
+    Ok(forwarding)
 }
 
 /// Where `img __dial` finds its socket.
@@ -135,6 +169,13 @@ fn dial_through(socket: &OwnedFd, port: u16) -> io::Result<TcpStream> {
 /// asked on fd 3, connect to 127.0.0.1:PORT and send the connection back (nothing when it
 /// fails: the asker sees the byte alone). Ends when the asker closes the socket.
 pub fn dial_main() -> ! {
+    // A terminal's ^C or ^\ is the container's and img's business: the helper lives until the
+    // supervisor closes its socket.
+    // SAFETY: setting two signals' dispositions to ignored.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
     // SAFETY: fd 3 was put there for us by `forward`.
     let socket = unsafe { OwnedFd::from_raw_fd(DIAL_FD) };
     loop {

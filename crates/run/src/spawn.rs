@@ -111,6 +111,9 @@ struct Plan {
     mapped_w: i32,
     /// Namespaces to join, in order.
     join: Vec<i32>,
+    /// Where a failure is said: init's error pipe when the child gets one at fd 4, else its
+    /// stderr.
+    report: i32,
 }
 
 /// Start `spawn`; the child runs its program once its namespaces (and maps) are there.
@@ -144,6 +147,13 @@ pub fn spawn(spawn: Spawn<'_>) -> Result<Process> {
         dups.push((fd.as_raw_fd(), to));
         held.push(fd);
     }
+    // The namespaces too at 10 or above: the dup2s must not land on one first.
+    let join: Vec<OwnedFd> = spawn.join.into_iter().map(high_fd).collect::<Result<_>>()?;
+    let report = if dups.iter().any(|&(_, to)| to == crate::init::ERROR_FD) {
+        crate::init::ERROR_FD
+    } else {
+        2
+    };
     let mapped = match spawn.maps {
         Some(_) => Some(pipe()?),
         None => None,
@@ -154,7 +164,8 @@ pub fn spawn(spawn: Spawn<'_>) -> Result<Process> {
         dups,
         mapped: mapped.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
         mapped_w: mapped.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
-        join: spawn.join.iter().map(AsRawFd::as_raw_fd).collect(),
+        join: join.iter().map(AsRawFd::as_raw_fd).collect(),
+        report,
     };
     let flags = spawn.namespaces as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: a fork-like clone (no new stack, no shared memory); the child runs only
@@ -170,7 +181,7 @@ pub fn spawn(spawn: Spawn<'_>) -> Result<Process> {
         unsafe { child(&plan) }
     }
     drop(held);
-    drop(spawn.join);
+    drop(join);
     let process = Process {
         pid: pid as u32,
         status: None,
@@ -200,7 +211,10 @@ unsafe fn child(plan: &Plan) -> ! {
     unsafe {
         for &(from, to) in &plan.dups {
             if libc::dup2(from, to) < 0 {
-                fail(b"125 img: placing the container's descriptors failed");
+                fail(
+                    plan.report,
+                    b"125 img: placing the container's descriptors failed",
+                );
             }
         }
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -209,7 +223,10 @@ unsafe fn child(plan: &Plan) -> ! {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         for &ns in &plan.join {
             if libc::setns(ns, 0) != 0 {
-                fail(b"125 img: joining the container's namespaces failed");
+                fail(
+                    plan.report,
+                    b"125 img: joining the container's namespaces failed",
+                );
             }
         }
         if plan.mapped >= 0 {
@@ -217,26 +234,22 @@ unsafe fn child(plan: &Plan) -> ! {
             let mut byte = 0u8;
             let n = libc::read(plan.mapped, (&raw mut byte).cast(), 1);
             if n != 1 {
-                fail(b"125 img: the user namespace was not mapped");
+                fail(plan.report, b"125 img: the user namespace was not mapped");
             }
         }
         libc::execv(plan.exe.as_ptr(), plan.argv.as_ptr());
-        fail(b"127 img: executing img's init failed")
+        fail(plan.report, b"127 img: executing the program failed")
     }
 }
 
-/// Report `message` on fd 4 and exit 127.
+/// Report `message` on `fd` and exit 127.
 ///
 /// # Safety
 /// Async-signal-safe: write and _exit only.
-unsafe fn fail(message: &[u8]) -> ! {
+unsafe fn fail(fd: i32, message: &[u8]) -> ! {
     // SAFETY: writing a static buffer, then exiting without running anything of the parent's.
     unsafe {
-        libc::write(
-            crate::init::ERROR_FD,
-            message.as_ptr().cast(),
-            message.len(),
-        );
+        libc::write(fd, message.as_ptr().cast(), message.len());
         libc::_exit(127)
     }
 }

@@ -45,6 +45,10 @@ pub fn supervise(
     started: impl FnOnce(&ContainerState),
 ) -> Result<i32> {
     let mut state = ContainerState::load(dir)?;
+    // Ours from now on, before anything slow (a volume filled, a rootfs copied): a reap must
+    // not take a starting container for one whose maker died.
+    state.supervisor = Some(Recorded::of(std::process::id()));
+    state.save(dir)?;
     let spec_path = dir.join("config.json");
     let spec = Spec::load(&spec_path)
         .map_err(|e| Error::Config(format!("{}: {e}", spec_path.display())))?;
@@ -168,10 +172,20 @@ pub fn supervise(
     state.exit_code = None;
     state.error = None;
     state.started = Some(now());
-    state.save(dir)?;
+    if let Err(e) = state.save(dir) {
+        // Unrecorded, it would run on unsupervised: it does not run.
+        container.child.kill();
+        let _ = container.wait();
+        let _ = container.cleanup();
+        if remap.is_some() {
+            crate::idmap::unmount_rootfs(dir);
+        }
+        return Err(e);
+    }
     started(&state);
+    let mut forwarding = None;
     let serving = (|| -> Result<_> {
-        ports::forward(pid, listeners, &exe)?;
+        forwarding = Some(ports::forward(pid, listeners, &exe)?);
         Ok(match (console_ours, &io) {
             (Some(socket), Io::Log(log)) => {
                 let master = tty::receive_master(&socket)?;
@@ -220,6 +234,8 @@ pub fn supervise(
     if let Some(stop) = health {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    // Its ports are free again (a restart policy listens on them anew).
+    drop(forwarding);
     let code = code?;
     if let Some(out) = output {
         let _ = out.join();

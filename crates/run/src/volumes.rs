@@ -133,15 +133,29 @@ pub(crate) fn copy_up(root: &Path, spec: &oci_spec::runtime::Spec) -> Result<()>
             continue;
         }
         let dest = m.destination();
-        match crate::copy::copy_out(root, dest, source, true) {
+        // Filled beside its name and renamed into place: a fill cut short (init killed, a
+        // full disk) never passes for a filled volume, and of two containers filling a new
+        // volume at once one wins and the other discards its copy.
+        let name = source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = source.with_file_name(format!(".{name}.fill-{}", std::process::id()));
+        let _ = crate::userns::remove_tree(&temp);
+        match crate::copy::copy_out(root, dest, &temp, true) {
             // A directory, not a symlink to one (on the host, it would point at the host's).
-            Ok(()) if std::fs::symlink_metadata(source).is_ok_and(|m| m.is_dir()) => continue,
+            Ok(()) if std::fs::symlink_metadata(&temp).is_ok_and(|m| m.is_dir()) => {}
             // A file or a symlink there in the image: the volume is an empty directory.
-            Ok(()) => std::fs::remove_file(source).map_err(crate::error::sys(source.display()))?,
+            Ok(()) => {
+                std::fs::remove_file(&temp).map_err(crate::error::sys(temp.display()))?;
+                std::fs::create_dir(&temp).map_err(crate::error::sys(temp.display()))?;
+            }
             // Nothing there in the image: an empty volume.
-            Err(Error::Sys { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {}
+            Err(Error::Sys { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&temp).map_err(crate::error::sys(temp.display()))?;
+            }
             Err(e) => {
-                let _ = crate::userns::remove_tree(source);
+                let _ = crate::userns::remove_tree(&temp);
                 return Err(Error::Config(format!(
                     "filling volume {} from the image's {}: {e}",
                     source.display(),
@@ -149,17 +163,35 @@ pub(crate) fn copy_up(root: &Path, spec: &oci_spec::runtime::Spec) -> Result<()>
                 )));
             }
         }
-        std::fs::create_dir(source).map_err(crate::error::sys(source.display()))?;
-        // With --userns=remap (init is still the host's root here), the container's root owns it.
+        // With --userns=remap (init is still the host's root here), the container's root
+        // owns an empty one (a filled one keeps the image's owners, already shifted).
         if let Some((uids, gids)) = crate::userns::spec_maps(spec)?
             && crate::userns::is_root()
+            && std::fs::read_dir(&temp).is_ok_and(|mut d| d.next().is_none())
         {
             let (uid, gid) = (
                 crate::idmap::outside(&uids, 0),
                 crate::idmap::outside(&gids, 0),
             );
-            std::os::unix::fs::chown(source, Some(uid), Some(gid))
-                .map_err(crate::error::sys(source.display()))?;
+            std::os::unix::fs::chown(&temp, Some(uid), Some(gid))
+                .map_err(crate::error::sys(temp.display()))?;
+        }
+        let placed = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &temp,
+            rustix::fs::CWD,
+            source,
+            rustix::fs::RenameFlags::NOREPLACE,
+        );
+        if placed.is_err() {
+            // Another container filled it first: theirs is the volume.
+            let _ = crate::userns::remove_tree(&temp);
+            if !source.is_dir() {
+                return Err(Error::Config(format!(
+                    "filling volume {}: it could not be put in place",
+                    source.display()
+                )));
+            }
         }
     }
     Ok(())
