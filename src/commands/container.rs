@@ -666,8 +666,11 @@ pub fn run_attach(global: &Global, args: AttachArgs) -> Result<ExitCode> {
     let winch = client.clone();
     // (is_running above: there is a pid)
     if let Some(pid) = state.pid {
-        img_run::runtime::forward_signals(
-            pid.pid,
+        // Through its recorded identity: once it has exited, its pid may be another's.
+        img_run::runtime::forward_signals_with(
+            Box::new(move |sig| {
+                let _ = pid.signal(sig);
+            }),
             Some(Box::new(move || {
                 if let Some(frame) = size() {
                     let _ = winch.send(&frame);

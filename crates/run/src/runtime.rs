@@ -215,9 +215,21 @@ const FORWARDED: [i32; 7] = [
     libc::SIGWINCH,
 ];
 
-/// Forward the signals [`block_signals`] blocked to `pid`, from a thread, until we exit.
-/// `on_winch` runs on `SIGWINCH` instead (a terminal resize to pass on).
+/// Forward the signals [`block_signals`] blocked to `pid` (our child), from a thread, until
+/// we exit. `on_winch` runs on `SIGWINCH` instead (a terminal resize to pass on).
 pub fn forward_signals(pid: u32, on_winch: Option<Box<dyn Fn() + Send>>) {
+    forward_signals_with(
+        Box::new(move |sig| {
+            // SAFETY: a signal to our own child (not reaped while we forward).
+            unsafe { libc::kill(pid as libc::pid_t, sig) };
+        }),
+        on_winch,
+    );
+}
+
+/// [`forward_signals`] to a process that is not our child: `send` delivers each (through its
+/// recorded identity, so that a recycled pid is never signalled).
+pub fn forward_signals_with(send: Box<dyn Fn(i32) + Send>, on_winch: Option<Box<dyn Fn() + Send>>) {
     std::thread::spawn(move || {
         // SAFETY: waiting on a set of blocked signals and sending them on.
         unsafe {
@@ -233,9 +245,7 @@ pub fn forward_signals(pid: u32, on_winch: Option<Box<dyn Fn() + Send>>) {
                 }
                 match (&on_winch, sig) {
                     (Some(f), libc::SIGWINCH) => f(),
-                    _ => {
-                        libc::kill(pid as libc::pid_t, sig);
-                    }
+                    _ => send(sig),
                 }
             }
         }

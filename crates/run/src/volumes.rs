@@ -81,6 +81,14 @@ pub fn list(root: &Path) -> Vec<String> {
 /// The ids of the containers (any state) whose spec mounts volume `name`.
 pub fn users(root: &Path, name: &str) -> Vec<String> {
     let data = data(root, name);
+    // Compared as files, not as text: the root may be spelled otherwise in a spec.
+    let same = |source: &Path| {
+        source == data
+            || std::fs::canonicalize(source)
+                .ok()
+                .zip(std::fs::canonicalize(&data).ok())
+                .is_some_and(|(a, b)| a == b)
+    };
     ContainerState::list(root)
         .into_iter()
         .filter(|(dir, _)| {
@@ -92,7 +100,7 @@ pub fn users(root: &Path, name: &str) -> Vec<String> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|m| m["source"].as_str().map(Path::new) == Some(data.as_path()))
+                .any(|m| m["source"].as_str().map(Path::new).is_some_and(same))
         })
         .map(|(_, s)| s.id)
         .collect()
