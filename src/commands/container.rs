@@ -212,7 +212,7 @@ pub fn run_supervise(dir: &Path) -> Result<ExitCode> {
         let began = Instant::now();
         result = img_run::supervise(dir, img_run::Io::Log(dir.join("log")), exe.clone(), |_| {});
         // The restart policy, as the record has it now (`img stop` marks it stopped).
-        let Ok(mut state) = ContainerState::load(dir) else {
+        let Ok(state) = ContainerState::load(dir) else {
             break;
         };
         let policy = state
@@ -226,37 +226,47 @@ pub fn run_supervise(dir: &Path) -> Result<ExitCode> {
             (Err(_), _) if state.status == ContainerStatus::Created => break,
             (Err(_), code) => code.unwrap_or(125),
         };
-        if !policy.restarts(code, state.restart_count, state.stopped_by_user) {
+        // Decided under the container's lock: an `img stop` marks it at the same time.
+        let (state, again) = ContainerState::update(dir, |s| {
+            let again = policy.restarts(code, s.restart_count, s.stopped_by_user);
+            if again {
+                s.status = ContainerStatus::Restarting;
+            }
+            again
+        })?;
+        if !again {
             break;
         }
-        state.status = ContainerStatus::Restarting;
-        state.save(dir)?;
         std::thread::sleep(img_run::restart::backoff(
             state.restart_count,
             began.elapsed(),
         ));
         // Stopped or removed while we waited: no more runs.
-        let Ok(mut state) = ContainerState::load(dir) else {
+        let Ok((_, stopped)) = ContainerState::update(dir, |s| {
+            if s.stopped_by_user {
+                s.status = ContainerStatus::Exited;
+            } else {
+                s.restart_count += 1;
+                s.status = ContainerStatus::Created;
+            }
+            s.stopped_by_user
+        }) else {
             break;
         };
-        if state.stopped_by_user {
-            state.status = ContainerStatus::Exited;
-            state.save(dir)?;
+        if stopped {
             break;
         }
-        state.restart_count += 1;
-        state.status = ContainerStatus::Created;
-        state.save(dir)?;
     }
     match (&result, ContainerState::load(dir)) {
         // It never started (a busy port, a mount that failed): the record says why, for
         // `run -d` or `start` waiting on it (which also removes an `--rm` one then).
-        (Err(e), Ok(mut state)) if state.status == ContainerStatus::Created => {
-            state.status = ContainerStatus::Exited;
-            state.exit_code = Some(125);
-            state.error = Some(format!("{e:#}"));
-            state.finished = Some(jiff::Timestamp::now().to_string());
-            let _ = state.save(dir);
+        (Err(e), Ok(state)) if state.status == ContainerStatus::Created => {
+            let _ = ContainerState::update(dir, |s| {
+                s.status = ContainerStatus::Exited;
+                s.exit_code = Some(125);
+                s.error = Some(format!("{e:#}"));
+                s.finished = Some(jiff::Timestamp::now().to_string());
+            });
         }
         (_, Ok(state)) if state.auto_remove => {
             let _ = ContainerState::remove_dir(dir);
@@ -739,7 +749,7 @@ pub fn run_wait(global: &Global, args: Names) -> Result<ExitCode> {
 pub fn run_rename(global: &Global, args: RenameArgs) -> Result<ExitCode> {
     let root = root(global)?;
     img_run::state::check_name(&args.new_name)?;
-    let (dir, mut state) = find(&root, &args.container)?;
+    let (dir, state) = find(&root, &args.container)?;
     if state.name == args.new_name {
         bail!(
             "renaming container {}: it is already called {:?}",
@@ -753,8 +763,7 @@ pub fn run_rename(global: &Global, args: RenameArgs) -> Result<ExitCode> {
     {
         bail!("the container name {:?} is already in use", args.new_name);
     }
-    state.name = args.new_name;
-    state.save(&dir)?;
+    ContainerState::update(&dir, |s| s.name = args.new_name)?;
     Ok(ExitCode::SUCCESS)
 }
 

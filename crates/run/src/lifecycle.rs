@@ -140,11 +140,13 @@ pub fn stop(
     grace: Option<u64>,
     mut recycled: impl FnMut(&NotSignalled),
 ) -> Result<()> {
-    let mut state = ContainerState::load(dir)?;
-    if state.restart_policy.is_some() {
-        state.stopped_by_user = true;
-        state.save(dir)?;
-    }
+    // No restart policy brings back what `stop` stopped (under the lock: its supervisor may
+    // be deciding to restart it right now).
+    let (state, ()) = ContainerState::update(dir, |s| {
+        if s.restart_policy.is_some() {
+            s.stopped_by_user = true;
+        }
+    })?;
     if state.status != ContainerStatus::Running {
         return Ok(());
     }
@@ -300,12 +302,25 @@ pub fn start(dir: &Path, exe: &Path, mut recycled: impl FnMut(&NotSignalled)) ->
         settled(dir, "started")?;
         state = ContainerState::load(dir)?;
     }
-    state.status = ContainerStatus::Created;
-    state.stopped_by_user = false;
-    state.restart_count = 0;
-    // Ours until its supervisor records itself: a reap sees whether we are alive.
-    state.supervisor = Some(crate::state::Recorded::of(std::process::id()));
-    state.save(dir)?;
+    let was = state.status;
+    let (_, fresh) = ContainerState::update(dir, |s| {
+        // Another `start` got there first: one supervisor per container.
+        if s.status != was || s.is_running() {
+            return false;
+        }
+        s.status = ContainerStatus::Created;
+        s.stopped_by_user = false;
+        s.restart_count = 0;
+        // Ours until its supervisor records itself: a reap sees whether we are alive.
+        s.supervisor = Some(crate::state::Recorded::of(std::process::id()));
+        true
+    })?;
+    if !fresh {
+        return Err(Error::Config(format!(
+            "container {} is being started by another command",
+            state.name
+        )));
+    }
     start_detached(dir, exe)?;
     Ok(())
 }

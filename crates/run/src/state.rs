@@ -324,6 +324,28 @@ impl ContainerState {
         std::fs::rename(&tmp, &path).map_err(sys(path.display()))
     }
 
+    /// Read `dir/state.json`, change it with `change`, write it back, all under the
+    /// container's lock (`DIR/.state.lock`): two writers — `img stop` marking it stopped and
+    /// its supervisor deciding to restart it, a `rename` and a start — never lose each other's
+    /// change. Returns the record written and what `change` returned.
+    pub fn update<T>(
+        dir: &Path,
+        change: impl FnOnce(&mut ContainerState) -> T,
+    ) -> Result<(ContainerState, T)> {
+        let path = dir.join(".state.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(sys(path.display()))?;
+        lock.lock().map_err(sys(path.display()))?;
+        let mut state = ContainerState::load(dir)?;
+        let out = change(&mut state);
+        state.save(dir)?;
+        Ok((state, out))
+    }
+
     /// Whether its process is alive (a `running` record whose process is gone, or whose pid
     /// another process has now, is not).
     pub fn is_running(&self) -> bool {

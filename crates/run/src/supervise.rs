@@ -44,11 +44,11 @@ pub fn supervise(
     exe: PathBuf,
     started: impl FnOnce(&ContainerState),
 ) -> Result<i32> {
-    let mut state = ContainerState::load(dir)?;
     // Ours from now on, before anything slow (a volume filled, a rootfs copied): a reap must
     // not take a starting container for one whose maker died.
-    state.supervisor = Some(Recorded::of(std::process::id()));
-    state.save(dir)?;
+    let (mut state, ()) = ContainerState::update(dir, |s| {
+        s.supervisor = Some(Recorded::of(std::process::id()));
+    })?;
     let spec_path = dir.join("config.json");
     let spec = Spec::load(&spec_path)
         .map_err(|e| Error::Config(format!("{}: {e}", spec_path.display())))?;
@@ -152,36 +152,46 @@ pub fn supervise(
             if remap.is_some() {
                 crate::idmap::unmount_rootfs(dir);
             }
-            state.status = ContainerStatus::Exited;
-            state.exit_code = Some(match &e {
+            let code = match &e {
                 Error::Init { code, .. } => *code,
                 _ => 125,
+            };
+            let _ = ContainerState::update(dir, |s| {
+                s.status = ContainerStatus::Exited;
+                s.exit_code = Some(code);
+                s.error = Some(e.to_string());
+                s.finished = Some(now());
             });
-            state.error = Some(e.to_string());
-            state.finished = Some(now());
-            let _ = state.save(dir);
             return Err(e);
         }
     };
     let pid = container.child.id();
-    state.status = ContainerStatus::Running;
-    // With their start times: the pids may be another process's by the time they are read
-    // (our child is not reaped before `wait`, so its start time is the one read here).
-    state.pid = Some(Recorded::of(pid));
-    state.supervisor = Some(Recorded::of(std::process::id()));
-    state.exit_code = None;
-    state.error = None;
-    state.started = Some(now());
-    if let Err(e) = state.save(dir) {
-        // Unrecorded, it would run on unsupervised: it does not run.
-        container.child.kill();
-        let _ = container.wait();
-        let _ = container.cleanup();
-        if remap.is_some() {
-            crate::idmap::unmount_rootfs(dir);
+    let ports = state.ports.clone();
+    let recorded = ContainerState::update(dir, |s| {
+        // the ports the kernel chose for `-p CTR`
+        s.ports = ports;
+        s.status = ContainerStatus::Running;
+        // With their start times: the pids may be another process's by the time they are
+        // read (our child is not reaped before `wait`, so its start time is the one read).
+        s.pid = Some(Recorded::of(pid));
+        s.supervisor = Some(Recorded::of(std::process::id()));
+        s.exit_code = None;
+        s.error = None;
+        s.started = Some(now());
+    });
+    let state = match recorded {
+        Ok((state, ())) => state,
+        Err(e) => {
+            // Unrecorded, it would run on unsupervised: it does not run.
+            container.child.kill();
+            let _ = container.wait();
+            let _ = container.cleanup();
+            if remap.is_some() {
+                crate::idmap::unmount_rootfs(dir);
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     started(&state);
     let mut forwarding = None;
     let serving = (|| -> Result<_> {
@@ -216,12 +226,12 @@ pub fn supervise(
             if remap.is_some() {
                 crate::idmap::unmount_rootfs(dir);
             }
-            let mut state = ContainerState::load(dir).unwrap_or(state);
-            state.status = ContainerStatus::Exited;
-            state.exit_code = Some(125);
-            state.error = Some(e.to_string());
-            state.finished = Some(now());
-            let _ = state.save(dir);
+            let _ = ContainerState::update(dir, |s| {
+                s.status = ContainerStatus::Exited;
+                s.exit_code = Some(125);
+                s.error = Some(e.to_string());
+                s.finished = Some(now());
+            });
             return Err(e);
         }
     };
@@ -248,15 +258,15 @@ pub fn supervise(
     if remap.is_some() {
         crate::idmap::unmount_rootfs(dir);
     }
-    // The record as it is now: `img rename` may have changed it while the container ran.
-    let mut state = ContainerState::load(dir).unwrap_or(state);
-    state.status = ContainerStatus::Exited;
-    state.exit_code = Some(code);
-    state.finished = Some(now());
-    if oom {
-        state.error = Some("killed by the kernel: out of memory (--memory)".into());
-    }
-    state.save(dir)?;
+    // The record as it is now (`img rename`, `img stop` may have changed it meanwhile).
+    ContainerState::update(dir, |s| {
+        s.status = ContainerStatus::Exited;
+        s.exit_code = Some(code);
+        s.finished = Some(now());
+        if oom {
+            s.error = Some("killed by the kernel: out of memory (--memory)".into());
+        }
+    })?;
     Ok(code)
 }
 
@@ -296,7 +306,7 @@ pub fn reap(root: &Path) -> usize {
     let mut fixed = 0;
     let known: Vec<String> = ContainerState::list(root)
         .into_iter()
-        .map(|(dir, mut s)| {
+        .map(|(dir, s)| {
             let dead_supervisor = !s.supervisor_alive();
             if (s.status == ContainerStatus::Running && !s.is_running()
                 || s.status == ContainerStatus::Restarting)
@@ -309,10 +319,11 @@ pub fn reap(root: &Path) -> usize {
                 if s.auto_remove {
                     let _ = ContainerState::remove_dir(&dir);
                 } else {
-                    s.status = ContainerStatus::Exited;
-                    s.finished = Some(now());
-                    s.error = Some("its supervisor died; the exit code is unknown".into());
-                    let _ = s.save(&dir);
+                    let _ = ContainerState::update(&dir, |s| {
+                        s.status = ContainerStatus::Exited;
+                        s.finished = Some(now());
+                        s.error = Some("its supervisor died; the exit code is unknown".into());
+                    });
                 }
             }
             // Made, but its maker (a `run` or `start`) died before it ran: its cgroup (made
