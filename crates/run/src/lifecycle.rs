@@ -220,6 +220,12 @@ pub fn remove(dir: &Path, force: bool, mut recycled: impl FnMut(&NotSignalled)) 
         }
         settled(dir, "removed")?;
     }
+    // Its other processes die with its PID 1, but not at the same instant: until they have,
+    // its overlay may still write into `upper/` and `work/` (a state, waited for, bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !state.pids().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = crate::cgroup::Cgroup::existing(&state.id).remove();
     ContainerState::remove_dir(dir)
 }

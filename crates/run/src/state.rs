@@ -265,10 +265,21 @@ impl ContainerState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(sys(dir.display())(e)),
         }
-        match crate::userns::remove_tree(&doomed) {
-            // A sweep removing it at the same time is no failure.
-            Err(_) if !doomed.exists() => Ok(()),
-            other => other,
+        // A writer finishing in it (a dying container's overlay) can make a removal meet a
+        // directory that is not empty yet: again, a few times.
+        let mut tries = 0;
+        loop {
+            match crate::userns::remove_tree(&doomed) {
+                // A sweep removing it at the same time is no failure.
+                Err(_) if !doomed.exists() => return Ok(()),
+                Err(Error::Sys { cause, .. })
+                    if tries < 20 && cause.raw_os_error() == Some(libc::ENOTEMPTY) =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -341,8 +352,12 @@ impl ContainerState {
             .map_err(sys(path.display()))?;
         lock.lock().map_err(sys(path.display()))?;
         let mut state = ContainerState::load(dir)?;
+        let before = serde_json::to_value(&state).ok();
         let out = change(&mut state);
-        state.save(dir)?;
+        // Nothing written when nothing changed (a `rm` may be removing the directory).
+        if serde_json::to_value(&state).ok() != before {
+            state.save(dir)?;
+        }
         Ok((state, out))
     }
 
