@@ -183,12 +183,7 @@ pub fn supervise(
         Ok((state, ())) => state,
         Err(e) => {
             // Unrecorded, it would run on unsupervised: it does not run.
-            container.child.kill();
-            let _ = container.wait();
-            let _ = container.cleanup();
-            if remap.is_some() {
-                crate::idmap::unmount_rootfs(dir);
-            }
+            abandon(&mut container, dir, remap.is_some());
             return Err(e);
         }
     };
@@ -220,12 +215,7 @@ pub fn supervise(
         Ok(serving) => serving,
         // Its ports or its terminal cannot be served: it does not run on unsupervised.
         Err(e) => {
-            container.child.kill();
-            let _ = container.wait();
-            let _ = container.cleanup();
-            if remap.is_some() {
-                crate::idmap::unmount_rootfs(dir);
-            }
+            abandon(&mut container, dir, remap.is_some());
             let _ = ContainerState::update(dir, |s| {
                 s.status = ContainerStatus::Exited;
                 s.exit_code = Some(125);
@@ -268,6 +258,17 @@ pub fn supervise(
         }
     })?;
     Ok(code)
+}
+
+/// Stop a container that cannot be supervised: kill it, reap it, remove its cgroup and (a
+/// remapped one's) rootfs mount.
+fn abandon(container: &mut crate::Container, dir: &Path, remapped: bool) {
+    container.child.kill();
+    let _ = container.wait();
+    let _ = container.cleanup();
+    if remapped {
+        crate::idmap::unmount_rootfs(dir);
+    }
 }
 
 /// Copy what the container writes on `from` to our stdout (or stderr) and to `log`, until
