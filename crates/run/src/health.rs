@@ -212,9 +212,10 @@ pub fn watch(
     check: HealthCheck,
 ) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (Some(pid), Some(started)) = (state.pid, Some(Instant::now())) else {
+    let Some(pid) = state.pid else {
         return stop;
     };
+    let started = Instant::now();
     let config = ExecConfig {
         id: state.id.clone(),
         spec: dir.join("config.json"),

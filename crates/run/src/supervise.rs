@@ -69,6 +69,13 @@ pub fn supervise(
     let mut console_ours = None;
     let mut console_theirs = None;
     let mut tees = Vec::new();
+    // Init opens the terminal in the container and sends us its master.
+    let mut console = || -> Result<[Stdio; 3]> {
+        let (ours, theirs) = tty::console_socket()?;
+        console_ours = Some(ours);
+        console_theirs = Some(theirs);
+        Ok([Stdio::Null, Stdio::Null, Stdio::Null])
+    };
     let stdio: [Stdio; 3] = match &io {
         Io::Inherit { stdin, log } => {
             let stdin = if *stdin { Stdio::Inherit } else { Stdio::Null };
@@ -91,20 +98,9 @@ pub fn supervise(
                 }
             }
         }
-        Io::Tty => {
-            // Init opens the terminal in the container and sends us its master.
-            let (ours, theirs) = tty::console_socket()?;
-            console_ours = Some(ours);
-            console_theirs = Some(theirs);
-            [Stdio::Null, Stdio::Null, Stdio::Null]
-        }
+        Io::Tty => console()?,
         // Detached with a terminal (`run -dt`): the master is served to `img attach` (attach).
-        Io::Log(_) if terminal => {
-            let (ours, theirs) = tty::console_socket()?;
-            console_ours = Some(ours);
-            console_theirs = Some(theirs);
-            [Stdio::Null, Stdio::Null, Stdio::Null]
-        }
+        Io::Log(_) if terminal => console()?,
         Io::Log(path) => {
             let log = std::fs::OpenOptions::new()
                 .create(true)
