@@ -958,7 +958,7 @@ fn env_file_add_host_and_tmpfs_as_docker_has_them() {
         &[
             "sh",
             "-c",
-            "echo \"$A|$B|$C\"; grep -E 'db|v6' /etc/hosts; \
+            "echo \"$A|$B|$C\"; grep -E '[[:space:]](db|v6)$' /etc/hosts; \
              grep -E ' /(scratch|fast) ' /proc/mounts | cut -d' ' -f2,4",
         ],
     );
