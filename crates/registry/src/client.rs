@@ -912,9 +912,9 @@ fn ca_files(dirs: &[PathBuf], registry: &str) -> Result<Vec<PathBuf>> {
 fn tls_config(cas: &[PathBuf], unverified: bool) -> Result<rustls::ClientConfig> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
+    // The registry's own CA files are read (and refused) now; the system's roots only at the
+    // first TLS handshake (see `Verifier`).
+    let mut own = rustls::RootCertStore::empty();
     for path in cas {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|it| it.collect())
@@ -923,39 +923,86 @@ fn tls_config(cas: &[PathBuf], unverified: bool) -> Result<rustls::ClientConfig>
             return Err(cert_error(path, "no PEM certificate in the file"));
         }
         for cert in certs {
-            roots.add(cert).map_err(|e| cert_error(path, e))?;
+            own.add(cert).map_err(|e| cert_error(path, e))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Client(e.to_string()))?;
-    let config = if unverified {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
-            .with_no_client_auth()
-    } else {
-        builder.with_root_certificates(roots).with_no_client_auth()
+    let verifier = Verifier {
+        provider,
+        roots: (!unverified).then(|| Roots {
+            own,
+            verifier: std::sync::OnceLock::new(),
+        }),
     };
-    Ok(config)
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
 }
 
-/// Accepts any server certificate (but still checks handshake signatures): for registries
-/// registries.conf marks `insecure`.
+/// How server certificates are checked: against the system's roots and the registry's CA
+/// files (webpki, as rustls does by default), or — for registries registries.conf marks
+/// `insecure` — not at all (handshake signatures are still checked). The system's roots (a
+/// hundred and more files to read and parse, tens of ms on a cold cache) are loaded at the first
+/// TLS handshake, so a plain-http registry never pays for them.
 #[derive(Debug)]
-struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+struct Verifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// `None`: insecure, any certificate is accepted.
+    roots: Option<Roots>,
+}
 
-impl rustls::client::danger::ServerCertVerifier for Unverified {
+#[derive(Debug)]
+struct Roots {
+    /// The registry's own CA certificates.
+    own: rustls::RootCertStore,
+    verifier: std::sync::OnceLock<
+        std::result::Result<Arc<rustls::client::WebPkiServerVerifier>, rustls::Error>,
+    >,
+}
+
+impl Roots {
+    fn verifier(
+        &self,
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> std::result::Result<Arc<rustls::client::WebPkiServerVerifier>, rustls::Error> {
+        self.verifier
+            .get_or_init(|| {
+                let mut roots = self.own.clone();
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider.clone(),
+                )
+                .build()
+                .map_err(|e| rustls::Error::General(format!("no trusted certificates: {e}")))
+            })
+            .clone()
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
     ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+        match &self.roots {
+            None => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            Some(roots) => roots.verifier(&self.provider)?.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
+        }
     }
 
     fn verify_tls12_signature(
@@ -968,7 +1015,7 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -982,12 +1029,14 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
