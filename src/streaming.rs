@@ -1,6 +1,10 @@
-//! `pull --unpack`, streaming: each layer's snapshot is prepared as soon as its blob (and the
-//! config, which names its diff_id) is in the store, while other layers still download.
-//! Wraps the progress display; the workers learn of finished blobs through it.
+//! `pull --unpack`, streaming: each layer is unpacked from its bytes as they arrive, in the same
+//! pass that writes its blob to the store (an [`img_unpack::SnapshotFeed`] per downloading
+//! layer), and its snapshot is kept once the blob is verified and the config (which names its
+//! diff_id) is in. A layer whose feed was abandoned (a download that started over, a layer that
+//! needs the layers below) is prepared from its stored blob instead, while others download.
+//! Wraps the progress display; the feeds and workers learn of bytes and finished blobs
+//! through it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -9,6 +13,7 @@ use std::thread::JoinHandle;
 
 use img_registry::Progress;
 use img_store::{Descriptor, Digest, ImageConfiguration, Store};
+use img_unpack::{FedSnapshot, Settled, SnapshotFeed};
 
 /// What the workers know of the pull.
 #[derive(Default)]
@@ -19,13 +24,27 @@ struct Plan {
     /// Per layer digest: (diff_id, chain_id, the chain IDs below it), once the config is in.
     ids: HashMap<Digest, Ids>,
     started: HashSet<Digest>,
+    /// The feeds of layers downloading (taken out by the worker that finishes the layer).
+    feeds: HashMap<Digest, Feed>,
+    /// Layers unpacked from their feeds that wait for the snapshots of the layers below.
+    waiting: Vec<(Descriptor, Ids, Box<FedSnapshot>)>,
 }
+
+/// A layer's feed, shared by the download that pushes to it and the plan.
+type Feed = Arc<Mutex<Option<SnapshotFeed>>>;
+
+/// A layer to finish: its descriptor, ids, and the feed that unpacked it as it arrived.
+type Job = (Descriptor, Ids, Option<SnapshotFeed>);
 
 /// A layer's diff_id, chain ID and the chain IDs of the layers below it (base first).
 type Ids = (Digest, Digest, Vec<Digest>);
 
 /// A [`Progress`] that forwards to `inner` and prepares snapshots as blobs arrive.
 pub struct Unpacking {
+    store: Store,
+    /// Held until every worker and feed is done: gc must not sweep their temp snapshots (the
+    /// pull's own guard ends when its downloads do).
+    guard: Mutex<Option<img_store::PullGuard>>,
     inner: Arc<dyn Progress>,
     plan: Arc<Mutex<Plan>>,
     tx: Mutex<Option<Sender<()>>>,
@@ -38,7 +57,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Unpacking {
     /// Workers preparing snapshots in `store`, one per core.
-    pub fn new(store: &Store, inner: Arc<dyn Progress>) -> Arc<Unpacking> {
+    pub fn new(store: &Store, inner: Arc<dyn Progress>) -> img_store::Result<Arc<Unpacking>> {
+        let guard = store.pull_guard()?;
         let (tx, rx) = channel::<()>();
         let rx = Arc::new(Mutex::new(rx));
         let plan = Arc::new(Mutex::new(Plan::default()));
@@ -49,12 +69,14 @@ impl Unpacking {
                 std::thread::spawn(move || work(&store, &rx, &plan))
             })
             .collect();
-        Arc::new(Unpacking {
+        Ok(Arc::new(Unpacking {
+            store: store.clone(),
+            guard: Mutex::new(Some(guard)),
             inner,
             plan,
             tx: Mutex::new(Some(tx)),
             workers: Mutex::new(workers),
-        })
+        }))
     }
 
     /// Wait for every worker (one that is still unpacking must clean up its temp snapshot
@@ -66,7 +88,48 @@ impl Unpacking {
             .into_iter()
             .filter_map(|w| w.join().ok().flatten())
             .collect();
+        // Fed snapshots still waiting for lower ones (left to `prepare_snapshots`) and feeds
+        // no worker took (a failed pull): dropped, they remove what they made.
+        lock(&self.plan).waiting.clear();
+        let feeds = std::mem::take(&mut lock(&self.plan).feeds);
+        for feed in feeds.values() {
+            if let Some(mut feed) = lock(feed).take() {
+                feed.abandon();
+            }
+        }
+        lock(&self.guard).take();
         errors.into_iter().next()
+    }
+
+    /// The feed of `digest`, started when its first bytes arrive (if it is a layer whose
+    /// snapshot is not known to be there).
+    fn feed(&self, digest: &Digest, offset: u64) -> Option<Feed> {
+        let mut p = lock(&self.plan);
+        if offset == 0 && !p.feeds.contains_key(digest) && !p.done.contains(digest) {
+            let layer = p.layers.iter().find(|l| l.digest() == digest).cloned();
+            let known = p
+                .ids
+                .get(digest)
+                .is_some_and(|(_, chain_id, _)| self.store.has_snapshot(chain_id));
+            if let Some(layer) = layer
+                && !known
+            {
+                let feed = SnapshotFeed::start(&self.store, &layer);
+                p.feeds
+                    .insert(digest.clone(), Arc::new(Mutex::new(Some(feed))));
+            }
+        }
+        p.feeds.get(digest).cloned()
+    }
+
+    /// Do `what` to the feed of `digest`, if it has one.
+    fn with_feed(&self, digest: &Digest, what: impl FnOnce(&mut SnapshotFeed)) {
+        let feed = lock(&self.plan).feeds.get(digest).cloned();
+        if let Some(feed) = feed
+            && let Some(feed) = lock(&feed).as_mut()
+        {
+            what(feed);
+        }
     }
 
     fn wake(&self) {
@@ -82,12 +145,8 @@ fn work(store: &Store, rx: &Mutex<Receiver<()>>, plan: &Mutex<Plan>) -> Option<i
         let woke = lock(rx).recv();
         // After the last wake-up, one more look: blobs may have finished meanwhile.
         let jobs = take_ready(store, plan);
-        // A layer that needs the snapshots below it, not there yet, is left for the
-        // `prepare_snapshots` that follows the pull.
-        for (layer, (diff_id, chain_id, lowers)) in jobs {
-            if let Err(e) =
-                img_unpack::prepare_snapshot(store, &layer, &diff_id, &chain_id, &lowers)
-            {
+        for (layer, ids, feed) in jobs {
+            if let Err(e) = finish_layer(store, plan, layer, ids, feed) {
                 return Some(e);
             }
         }
@@ -97,7 +156,62 @@ fn work(store: &Store, rx: &Mutex<Receiver<()>>, plan: &Mutex<Plan>) -> Option<i
     }
 }
 
-fn take_ready(store: &Store, plan: &Mutex<Plan>) -> Vec<(Descriptor, Ids)> {
+/// Keep the snapshot a layer's feed made, or else prepare it from its stored blob; then offer
+/// again the fed snapshots that waited for it. A layer that needs the snapshots below it, not
+/// there yet, is left for the `prepare_snapshots` that follows the pull.
+fn finish_layer(
+    store: &Store,
+    plan: &Mutex<Plan>,
+    layer: Descriptor,
+    ids: Ids,
+    feed: Option<SnapshotFeed>,
+) -> img_unpack::Result<()> {
+    let (diff_id, chain_id, lowers) = &ids;
+    let kept = match feed.and_then(SnapshotFeed::wait) {
+        Some(fed) => match fed.commit(store, diff_id, chain_id, lowers)? {
+            Settled::Kept => true,
+            Settled::Waiting(fed) => {
+                lock(plan).waiting.push((layer, ids, fed));
+                return Ok(());
+            }
+            Settled::Refused => false,
+        },
+        None => false,
+    };
+    if kept || img_unpack::prepare_snapshot(store, &layer, diff_id, chain_id, lowers)? {
+        offer_waiting(store, plan)?;
+    }
+    Ok(())
+}
+
+/// Offer the waiting fed snapshots whose lower snapshots are all there now.
+fn offer_waiting(store: &Store, plan: &Mutex<Plan>) -> img_unpack::Result<()> {
+    loop {
+        let ready: Vec<_> = {
+            let mut p = lock(plan);
+            let (ready, waiting) = std::mem::take(&mut p.waiting)
+                .into_iter()
+                .partition(|(_, (_, _, lowers), _)| lowers.iter().all(|c| store.has_snapshot(c)));
+            p.waiting = waiting;
+            ready
+        };
+        if ready.is_empty() {
+            return Ok(());
+        }
+        for (layer, ids, fed) in ready {
+            let (diff_id, chain_id, lowers) = &ids;
+            match fed.commit(store, diff_id, chain_id, lowers)? {
+                Settled::Kept => {}
+                Settled::Waiting(fed) => lock(plan).waiting.push((layer, ids, fed)),
+                Settled::Refused => {
+                    img_unpack::prepare_snapshot(store, &layer, diff_id, chain_id, lowers)?;
+                }
+            }
+        }
+    }
+}
+
+fn take_ready(store: &Store, plan: &Mutex<Plan>) -> Vec<Job> {
     let mut p = lock(plan);
     if p.ids.is_empty()
         && let Some(config) = p.config.clone()
@@ -117,7 +231,8 @@ fn take_ready(store: &Store, plan: &Mutex<Plan>) -> Vec<(Descriptor, Ids)> {
     for l in ready {
         p.started.insert(l.digest().clone());
         let ids = p.ids[l.digest()].clone();
-        jobs.push((l, ids));
+        let feed = p.feeds.remove(l.digest()).and_then(|f| lock(&f).take());
+        jobs.push((l, ids, feed));
     }
     jobs
 }
@@ -176,12 +291,23 @@ impl Progress for Unpacking {
         self.inner.advance(digest, bytes);
     }
 
+    fn received(&self, digest: &Digest, offset: u64, bytes: &bytes::Bytes) {
+        self.inner.received(digest, offset, bytes);
+        if let Some(feed) = self.feed(digest, offset)
+            && let Some(feed) = lock(&feed).as_mut()
+        {
+            feed.push(offset, bytes.clone());
+        }
+    }
+
     fn reset(&self, digest: &Digest, position: u64) {
         self.inner.reset(digest, position);
+        self.with_feed(digest, SnapshotFeed::abandon);
     }
 
     fn done(&self, digest: &Digest) {
         self.inner.done(digest);
+        self.with_feed(digest, SnapshotFeed::close);
         lock(&self.plan).done.insert(digest.clone());
         self.wake();
     }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::{Value, json};
-use support::proxy::Proxy;
+use support::proxy::{Proxy, count};
 use support::{
     Run, TestRoot, assert_one_error_line, manifest_blobs, registry_digest, registry_manifest,
     testbed,
@@ -165,11 +165,6 @@ impl Drop for Sandbox {
             let _ = fs::remove_dir_all(&self.home);
         }
     }
-}
-
-/// A counter of the proxy's stats (0 when absent).
-fn count(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
 }
 
 /// The config and layers (digest, size) of a fixture, as the plain registry serves it.

@@ -845,6 +845,134 @@ fn pull_unpack_prepares_overlay_snapshots_that_gc_keeps_until_rmi() {
     root.assert_fsck_clean();
 }
 
+/// Run `img --root ROOT ARGS` under strace; its stdout, and which layer blobs (of the
+/// `"layers"` its `--json` answer lists) it opened from the store to read them back.
+fn pull_reading_back(root: &TestRoot, args: &[&str]) -> (Value, BTreeSet<String>) {
+    let log = PathBuf::from(format!("{}.openat.log", root.path.display()));
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_img"))
+        .arg("--root")
+        .arg(&root.path)
+        .args(args)
+        .env_remove("IMG_ROOT")
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run strace (tools/test installs it)");
+    let run = Run::from_output(format!("strace … img {}", args.join(" ")), out);
+    run.assert_ok();
+    let pulled: Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run}"));
+    let trace = fs::read_to_string(&log).unwrap();
+    let _ = fs::remove_file(&log);
+    let read_back = pulled["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .filter(|d| {
+            let path = format!("blobs/sha256/{}\"", hex(d));
+            trace
+                .lines()
+                .any(|l| l.contains(&path) && l.contains("O_RDONLY"))
+        })
+        .collect();
+    (pulled, read_back)
+}
+
+/// `pull --unpack` makes each snapshot from the downloaded bytes as they arrive (no layer blob
+/// is read back from the store), across a cut and resumed download too; a download that
+/// starts over (a server ignoring Range) falls back to the stored blob. Every way gives the
+/// snapshots a pull followed by a separate unpack of the stored blobs gives.
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root (namespaces, overlay mounts, cgroups, device nodes): run as root, as tools/test does"
+)]
+fn pull_unpack_makes_snapshots_in_one_pass_from_the_download() {
+    let test = "one-pass";
+    if !need_root(test) {
+        return;
+    }
+    let tb = testbed();
+    for fixture in ["redis:7", "edge:latest"] {
+        // The reference: blobs stored first, snapshots made from them afterwards.
+        let two_pass = TestRoot::new(&format!("{test}-ref"));
+        two_pass.ok(&["pull", "-q", &tb.plain_ref(fixture)]);
+        let (_, read) = pull_reading_back(
+            &two_pass,
+            &["pull", "--json", "--unpack", &tb.plain_ref(fixture)],
+        );
+        assert!(
+            !read.is_empty(),
+            "{fixture}: the stored blobs should be read"
+        );
+        assert_snapshots_complete(&two_pass);
+        let expected = Tree::read(&two_pass.path.join("snapshots/sha256"));
+
+        let one_pass = TestRoot::new(test);
+        let (pulled, read) = pull_reading_back(
+            &one_pass,
+            &["pull", "--json", "--unpack", &tb.plain_ref(fixture)],
+        );
+        assert!(pulled["fetchedBlobs"].as_u64().unwrap() > 1, "{pulled}");
+        assert_eq!(read, BTreeSet::new(), "{fixture}: layer blobs read back");
+        assert_snapshots_complete(&one_pass);
+        one_pass.assert_fsck_clean();
+        assert_same(
+            &expected,
+            &Tree::read(&one_pass.path.join("snapshots/sha256")),
+            &format!("{fixture}: snapshots made in one pass"),
+        );
+    }
+
+    // Every blob cut halfway and resumed: the feeds go on from where the bytes stopped.
+    let reference = TestRoot::new(&format!("{test}-ref"));
+    reference.ok(&["pull", "-q", "--unpack", &tb.plain_ref("redis:7")]);
+    let expected = Tree::read(&reference.path.join("snapshots/sha256"));
+    let proxy = support::proxy::Proxy::start(&["--fault", "cut"]);
+    let cut = TestRoot::new(&format!("{test}-cut"));
+    let (_, read) = pull_reading_back(
+        &cut,
+        &["pull", "--json", "--unpack", &proxy.reference("redis:7")],
+    );
+    assert!(support::proxy::count(&proxy.stats()["faults_fired"]["cut"]) > 1);
+    assert_eq!(
+        read,
+        BTreeSet::new(),
+        "cut and resumed: layer blobs read back"
+    );
+    assert_snapshots_complete(&cut);
+    assert_same(
+        &expected,
+        &Tree::read(&cut.path.join("snapshots/sha256")),
+        "redis:7: snapshots made across resumed downloads",
+    );
+
+    // The whole blob again from byte 0 after a cut: those feeds are abandoned, the snapshots
+    // come from the stored blobs, and nothing of the abandoned ones is left.
+    let proxy = support::proxy::Proxy::start(&["--fault", "norange", "--fault", "cut"]);
+    let restarted = TestRoot::new(&format!("{test}-norange"));
+    let (pulled, read) = pull_reading_back(
+        &restarted,
+        &["pull", "--json", "--unpack", &proxy.reference("redis:7")],
+    );
+    let layers = pulled["layers"].as_array().unwrap().len();
+    assert_eq!(
+        read.len(),
+        layers,
+        "restarted downloads: every layer from the store"
+    );
+    assert_snapshots_complete(&restarted);
+    restarted.assert_fsck_clean();
+    assert_same(
+        &expected,
+        &Tree::read(&restarted.path.join("snapshots/sha256")),
+        "redis:7: snapshots after restarted downloads",
+    );
+}
+
 /// A snapshot without its `meta.json` is reported by fsck, by chain ID.
 #[test]
 #[cfg_attr(

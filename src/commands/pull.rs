@@ -175,7 +175,9 @@ pub fn pull_with(
     };
     let visible = !global.quiet && !global.json && std::io::stderr().is_terminal();
     let bars = Arc::new(Bars::new(visible));
-    let unpacking = unpack.then(|| crate::streaming::Unpacking::new(&store, bars.clone()));
+    let unpacking = unpack
+        .then(|| crate::streaming::Unpacking::new(&store, bars.clone()))
+        .transpose()?;
     let progress: Arc<dyn img_registry::Progress> = match &unpacking {
         Some(u) => u.clone(),
         None => bars.clone(),

@@ -134,3 +134,8 @@ impl Drop for Proxy {
         }
     }
 }
+
+/// A counter of [`Proxy::stats`] as a number (0 when absent).
+pub fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}

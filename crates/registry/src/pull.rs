@@ -42,6 +42,11 @@ pub trait Progress: Send + Sync {
     fn blobs(&self, _blobs: &[Descriptor], _present: &[bool]) {}
     /// `bytes` more bytes of `digest` arrived.
     fn advance(&self, _digest: &Digest, _bytes: u64) {}
+    /// These bytes of `digest`, from byte `offset`, were written to its ingest (not verified
+    /// yet: [`Progress::done`] says when they are). For work on a blob while it downloads,
+    /// such as unpacking it; bytes that do not follow the previous ones mean a download that
+    /// started over. Waiting here slows this blob's download.
+    fn received(&self, _digest: &Digest, _offset: u64, _bytes: &bytes::Bytes) {}
     /// `digest` starts again from byte `position` (a resumed or restarted download).
     fn reset(&self, _digest: &Digest, _position: u64) {}
     /// `digest` is verified and in the store.
@@ -375,7 +380,9 @@ async fn fetch_blob_tracked(
         let reason = loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
+                    let offset = ingest.written();
                     ingest.append(&chunk)?;
+                    progress.received(digest, offset, &chunk);
                     progress.advance(digest, chunk.len() as u64);
                 }
                 Ok(None) if ingest.written() == blob.size() => break None,

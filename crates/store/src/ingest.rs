@@ -45,7 +45,7 @@ pub struct Ingest {
 
 /// Every this many bytes, start writing the blob back to disk, so the final fsync finds little
 /// left to do and disk writes overlap the download.
-const WRITE_BEHIND: u64 = 8 * 1024 * 1024;
+pub const WRITE_BEHIND: u64 = 8 * 1024 * 1024;
 
 impl Ingest {
     pub(crate) fn begin(
@@ -217,8 +217,11 @@ impl std::fmt::Debug for Ingest {
     }
 }
 
-/// Ask the kernel to start writing a range of the file to disk, without waiting.
-fn start_writeback(file: &File, offset: u64, len: u64) {
+/// Ask the kernel to start writing a range of `file` to disk, without waiting (a hint: failure
+/// only loses it). For files a later fsync or syncfs must find written: calling this every few
+/// MiB overlaps the disk writes with the work that follows instead of leaving them all for the
+/// sync.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return;

@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 pub use error::{Error, Result};
 pub use gc::{FsckReport, GcReport, Problem};
 pub use image::{IdMatch, Image, Served, is_full_image_id, parse_image_id};
-pub use ingest::Ingest;
+pub use ingest::{Ingest, WRITE_BEHIND, start_writeback};
 pub use oci_spec::image::{
     Descriptor, Digest, DigestAlgorithm, ImageConfiguration, ImageIndex, ImageManifest,
 };

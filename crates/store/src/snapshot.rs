@@ -29,7 +29,8 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
 #[derive(Debug)]
 pub struct SnapshotTemp {
     dir: PathBuf,
-    target: PathBuf,
+    /// Where it goes; `None` until a snapshot begun before its chain ID was known is named.
+    target: Option<PathBuf>,
     done: bool,
 }
 
@@ -39,9 +40,26 @@ impl SnapshotTemp {
         self.dir.join("fs")
     }
 
+    /// Name a snapshot begun with [`Store::begin_unnamed_snapshot`] (or rename one): it will be
+    /// committed as the snapshot of `chain_id`.
+    pub fn name(&mut self, store: &Store, chain_id: &Digest) -> Result<()> {
+        let target = store.snapshot_path(chain_id);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).at(parent)?;
+        }
+        self.target = Some(target);
+        Ok(())
+    }
+
     /// Record `meta` and move the snapshot into place. If another process finished the same
     /// snapshot first, this one is discarded and theirs is kept.
     pub fn commit(mut self, meta: &serde_json::Value) -> Result<PathBuf> {
+        let Some(target) = self.target.clone() else {
+            return Err(Error::Io {
+                path: self.dir.clone(),
+                cause: std::io::Error::other("a snapshot without a chain ID cannot be committed"),
+            });
+        };
         let meta_path = self.dir.join("meta.json");
         fs::write(
             &meta_path,
@@ -59,18 +77,18 @@ impl SnapshotTemp {
         let exists = |e: &std::io::Error| {
             e.raw_os_error() == Some(libc::ENOTEMPTY) || e.raw_os_error() == Some(libc::EEXIST)
         };
-        match fs::rename(&self.dir, &self.target) {
+        match fs::rename(&self.dir, &target) {
             Ok(()) => {}
             // Another process finished the same snapshot first: keep theirs.
-            Err(e) if exists(&e) && self.target.join("meta.json").is_file() => {}
+            Err(e) if exists(&e) && target.join("meta.json").is_file() => {}
             // What is there is incomplete (no meta.json): replace it with ours.
             Err(e) if exists(&e) => {
-                fs::remove_dir_all(&self.target).at(&self.target)?;
-                fs::rename(&self.dir, &self.target).at(&self.target)?;
+                fs::remove_dir_all(&target).at(&target)?;
+                fs::rename(&self.dir, &target).at(&target)?;
             }
             Err(e) => {
                 return Err(Error::Io {
-                    path: self.target.clone(),
+                    path: target.clone(),
                     cause: e,
                 });
             }
@@ -79,7 +97,7 @@ impl SnapshotTemp {
         if self.dir.exists() {
             let _ = fs::remove_dir_all(&self.dir);
         }
-        Ok(self.target.clone())
+        Ok(target)
     }
 }
 
@@ -108,17 +126,20 @@ impl Store {
 
     /// Start preparing the snapshot of `chain_id`.
     pub fn begin_snapshot(&self, chain_id: &Digest) -> Result<SnapshotTemp> {
+        let mut temp = self.begin_unnamed_snapshot(chain_id)?;
+        temp.name(self, chain_id)?;
+        Ok(temp)
+    }
+
+    /// Start preparing a snapshot whose chain ID is not known yet (a layer unpacked while its
+    /// blob downloads, before its diff_id is checked); `hint` (the layer's digest) names the
+    /// temp directory. [`SnapshotTemp::name`] it before committing.
+    pub fn begin_unnamed_snapshot(&self, hint: &Digest) -> Result<SnapshotTemp> {
         let tmp = self.root.join("snapshots/tmp");
-        let target = self.snapshot_path(chain_id);
-        for dir in [
-            &tmp,
-            &target.parent().map(Path::to_path_buf).unwrap_or_default(),
-        ] {
-            fs::create_dir_all(dir).at(dir)?;
-        }
+        fs::create_dir_all(&tmp).at(&tmp)?;
         let dir = tmp.join(format!(
             "{}-{}-{}",
-            digest::short(chain_id),
+            digest::short(hint),
             std::process::id(),
             crate::ingest::unique()
         ));
@@ -126,7 +147,7 @@ impl Store {
         // From here the guard removes `dir` on any failure (a full disk can refuse `fs/`).
         let temp = SnapshotTemp {
             dir,
-            target,
+            target: None,
             done: false,
         };
         let fs_dir = temp.dir.join("fs");

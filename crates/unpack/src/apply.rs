@@ -192,6 +192,11 @@ impl Applier {
                 let mut file = File::from(fd);
                 let declared = entry.size();
                 let mut copied = 0u64;
+                // A snapshot is synced before it is named: large files start their way to
+                // the disk while the rest of the layer is applied (not a flattened tree, which
+                // nothing syncs).
+                let write_behind = self.mode == Mode::Overlay;
+                let mut started = 0u64;
                 loop {
                     let n = entry
                         .read(&mut self.buf)
@@ -201,6 +206,13 @@ impl Applier {
                     }
                     file.write_all(&self.buf[..n]).map_err(io_at(&label))?;
                     copied += n as u64;
+                    if write_behind && copied - started >= img_store::WRITE_BEHIND {
+                        img_store::start_writeback(&file, started, copied - started);
+                        started = copied;
+                    }
+                }
+                if write_behind && started > 0 && copied > started {
+                    img_store::start_writeback(&file, started, copied - started);
                 }
                 if copied != declared {
                     return Err(Error::Read(format!(

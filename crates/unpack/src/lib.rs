@@ -16,6 +16,7 @@
 
 pub mod apply;
 mod error;
+mod feed;
 pub mod overlay;
 mod stack;
 mod stream;
@@ -26,6 +27,7 @@ use img_store::{Descriptor, Digest, Image, Store};
 
 pub use apply::{Mode, Stats};
 pub use error::{Error, Result};
+pub use feed::{FedSnapshot, Settled, SnapshotFeed};
 pub use overlay::{OverlayMount, mount_image, unmount};
 pub use stream::Compression;
 
@@ -470,17 +472,20 @@ pub fn prepare_snapshot(
         return Ok(true);
     }
     prepare_one(store, layer, diff_id, chain_id, &|| {
-        Ok(lower_chain_ids
-            .iter()
-            .all(|c| store.has_snapshot(c))
-            .then(|| lowers_of(store, lower_chain_ids)))
+        Ok(ready_lowers(store, lower_chain_ids))
     })
 }
 
-/// Prepare one snapshot, on its own first (so layers apply in parallel); when the layer named
-/// directories it did not list, or linked to a file it does not hold, check that against the
-/// view of the layers below (`lowers`, `None` when they are not ready) and apply it again
-/// through that view when it differs. Returns whether the snapshot was committed.
+/// The view of the snapshots of `chain_ids` (base first) when they are all there.
+fn ready_lowers(store: &Store, chain_ids: &[Digest]) -> Option<Lowers> {
+    chain_ids
+        .iter()
+        .all(|c| store.has_snapshot(c))
+        .then(|| lowers_of(store, chain_ids))
+}
+
+/// Prepare one snapshot, on its own first (so layers apply in parallel); then [`settle`] it.
+/// Returns whether the snapshot was committed.
 fn prepare_one(
     store: &Store,
     layer: &Descriptor,
@@ -490,6 +495,23 @@ fn prepare_one(
 ) -> Result<bool> {
     let temp = store.begin_snapshot(chain_id)?;
     let applied = apply_layer_over(store, layer, diff_id, &temp.fs(), Mode::Overlay, None);
+    settle(store, layer, diff_id, chain_id, temp, applied, lowers)
+}
+
+/// Keep a snapshot its layer was applied to on its own (`applied`, into `temp`, named for
+/// `chain_id`): when the layer named directories it did not list, or linked to a file it does
+/// not hold, check that against the view of the layers below (`lowers`, `None` when they are
+/// not ready) and apply it again through that view when it differs. Returns whether the
+/// snapshot was committed (`false`: it needs lowers that are not there yet).
+fn settle(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    chain_id: &Digest,
+    temp: img_store::SnapshotTemp,
+    applied: Result<Stats>,
+    lowers: &dyn Fn() -> Result<Option<Lowers>>,
+) -> Result<bool> {
     let (temp, stats) = match applied {
         Ok(stats) if stats.implied.is_empty() => (temp, stats),
         Ok(stats) => {

@@ -54,10 +54,16 @@ impl LayerStream {
 
     /// Start decompressing `file`, hashing the uncompressed bytes with `hasher`.
     pub fn with_hasher(file: File, hasher: Hasher) -> Result<LayerStream> {
+        LayerStream::from_reader(file, hasher)
+    }
+
+    /// Start decompressing the blob bytes `input` gives (a file, or bytes as they arrive),
+    /// hashing the uncompressed bytes with `hasher`.
+    pub fn from_reader(input: impl Read + Send + 'static, hasher: Hasher) -> Result<LayerStream> {
         let (tx, rx) = sync_channel(DEPTH);
         let worker = std::thread::Builder::new()
             .name("img-decompress".into())
-            .spawn(move || produce(file, hasher, tx))
+            .spawn(move || produce(input, hasher, tx))
             .map_err(|e| Error::Read(format!("cannot start a thread: {e}")))?;
         Ok(LayerStream {
             rx,
@@ -111,11 +117,11 @@ impl Drop for LayerStream {
 }
 
 fn produce(
-    file: File,
+    input: impl Read + 'static,
     mut hasher: Hasher,
     tx: SyncSender<io::Result<Vec<u8>>>,
 ) -> io::Result<(Digest, u64)> {
-    let mut input = BufReader::with_capacity(CHUNK, file);
+    let mut input = BufReader::with_capacity(CHUNK, input);
     let compression = Compression::sniff(input.fill_buf()?);
     let mut reader: Box<dyn Read> = match compression {
         Compression::None => Box::new(input),
