@@ -536,8 +536,14 @@ fn without_root_limits_devices_and_remap_say_they_need_it() {
     let (me, busybox) = Rootless::with_busybox("refused");
 
     for (args, said) in [
-        (&["--memory", "10m"][..], "--memory needs root"),
-        (&["--pids-limit", "5"][..], "--pids-limit needs root"),
+        (
+            &["--memory", "10m"][..],
+            "--memory needs root or a cgroup v2 subtree delegated to you: ",
+        ),
+        (
+            &["--pids-limit", "5"][..],
+            "--pids-limit needs root or a cgroup v2 subtree delegated to you: ",
+        ),
         (&["--device", "/dev/null"][..], "--device needs root"),
         (&["--userns", "remap"][..], "--userns=remap needs root"),
         (&["--privileged"][..], "--privileged needs root"),
@@ -571,4 +577,114 @@ fn without_root_limits_devices_and_remap_say_they_need_it() {
         !bundle.join("rootfs").exists(),
         "the image was unpacked before the limit was refused"
     );
+}
+
+/// Where cgroup v2 has the controllers (not on the hybrid layout, see build.rs), a user given a
+/// subtree of their own gets limits on rootless containers, as podman's users do: the test
+/// delegates one as systemd's `Delegate=` would (the directory, `cgroup.procs` and
+/// `cgroup.subtree_control` given to the account), starts img in a cgroup inside it as the
+/// account, and checks the kernel's files and a fork bomb held at the limit.
+#[test]
+#[cfg_attr(
+    not(img_root),
+    ignore = "needs root to become the test bed's ordinary account: run as root, as tools/test does"
+)]
+#[cfg_attr(
+    not(img_cgroup2),
+    ignore = "cgroup v2 has no memory/pids controllers on this machine (hybrid layout: they are on \
+              cgroup v1, which is not delegated to users), so no subtree can be delegated"
+)]
+fn a_user_with_a_delegated_cgroup_v2_subtree_gets_limits() {
+    let (me, busybox) = Rootless::with_busybox("delegated");
+    let root = Path::new("/sys/fs/cgroup");
+    let _ = fs::write(root.join("cgroup.subtree_control"), "+memory +pids");
+    let top = root.join(format!("img-test-delegated-{}", unique()));
+    let shell = top.join("shell");
+    fs::create_dir(&top).unwrap();
+    fs::create_dir(&shell).unwrap();
+    for path in [
+        top.clone(),
+        top.join("cgroup.procs"),
+        top.join("cgroup.subtree_control"),
+        shell.join("cgroup.procs"),
+    ] {
+        std::os::unix::fs::chown(&path, Some(me.uid), Some(me.gid)).unwrap();
+    }
+    // img as the account from inside `shell/`: root moves the shell there, then becomes the
+    // account (setpriv), as a login through systemd would place it.
+    let as_account = |args: &[&str]| -> Run {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec setpriv --reuid {} --regid {} --clear-groups -- \"$@\"",
+            shell.display(),
+            me.uid,
+            me.gid
+        );
+        let mut all = vec!["-c", script.as_str(), "sh", me.img.to_str().unwrap()];
+        all.extend(args);
+        let out = Command::new("sh")
+            .args(&all)
+            .env_clear()
+            .env("HOME", &me.home)
+            .env("XDG_DATA_HOME", me.data())
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .current_dir(&me.home)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Run::from_output(
+            format!("(in {}) img {}", shell.display(), args.join(" ")),
+            out,
+        )
+    };
+
+    let id = as_account(&[
+        "run",
+        "-d",
+        "--memory",
+        "32m",
+        "--pids-limit",
+        "16",
+        &busybox,
+        "sleep",
+        "600",
+    ])
+    .assert_ok()
+    .stdout
+    .trim()
+    .to_string();
+    let cgroup = top.join(format!("img-{id}"));
+    let read = |file: &str| {
+        fs::read_to_string(cgroup.join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("memory.max"), "33554432");
+    assert_eq!(read("pids.max"), "16");
+    assert!(
+        !read("cgroup.procs").is_empty(),
+        "the container is not in {}",
+        cgroup.display()
+    );
+    as_account(&["rm", "-f", &id]).assert_ok();
+    assert!(!cgroup.exists(), "{} left after rm", cgroup.display());
+
+    // The attack: a fork bomb inside is held at the limit.
+    let run = as_account(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "16",
+        &busybox,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 40 ]; do sleep 60 & i=$((i+1)); done; echo spawned",
+    ]);
+    assert!(
+        run.stderr.contains("can't fork") || run.stdout.contains("can't fork"),
+        "40 processes started under --pids-limit 16: {run}"
+    );
+
+    let _ = fs::remove_dir(&shell);
+    let _ = fs::remove_dir(&top);
 }

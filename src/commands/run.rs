@@ -608,11 +608,17 @@ fn health_check(
 }
 
 /// The spec of a container an ordinary user runs: the user as its root and its subordinate
-/// ids from 1, in a user namespace that owns the others; no cgroup (limits refused).
+/// ids from 1, in a user namespace that owns the others; limits only where a cgroup v2 subtree
+/// is delegated to the user (else refused, saying why).
 fn rootless_spec<S: serde::Serialize + serde::de::DeserializeOwned>(spec: S) -> Result<S> {
     let (uids, gids) = img_run::userns::rootless_mappings_of_caller()?;
     let mut value = serde_json::to_value(&spec)?;
-    img_run::userns::make_rootless(&mut value, &uids, &gids)?;
+    img_run::userns::make_rootless(
+        &mut value,
+        &uids,
+        &gids,
+        img_run::userns::RootlessLimits::Delegated,
+    )?;
     Ok(serde_json::from_value(value)?)
 }
 
@@ -717,7 +723,12 @@ fn write_bundle(
         // For an unprivileged runc: a user namespace mapping us (and our subordinate ids).
         // Refused limits are refused before anything is unpacked.
         let (uids, gids) = img_run::userns::caller_mappings(Path::new("/"));
-        img_run::userns::make_rootless(&mut spec, &uids, &gids)?;
+        img_run::userns::make_rootless(
+            &mut spec,
+            &uids,
+            &gids,
+            img_run::userns::RootlessLimits::Refuse,
+        )?;
     }
     img_unpack::unpack_image(store, image, &rootfs)
         .with_context(|| format!("unpacking {} into {}", image.name, rootfs.display()))?;

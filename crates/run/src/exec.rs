@@ -110,9 +110,8 @@ fn setup(config: &Path) -> Result<i32> {
     recorded.check().map_err(|_| not_running())?;
 
     let rootless = !crate::userns::is_root();
-    if !rootless {
-        crate::cgroup::Cgroup::existing(&cfg.id).add(std::process::id())?;
-    }
+    // Rootless: the container's cgroup in the delegated subtree, if it has one.
+    crate::cgroup::Cgroup::existing(&cfg.id).add(std::process::id())?;
     let mut flags = 0;
     let mut userns = false;
     for ns in linux.namespaces().iter().flatten() {

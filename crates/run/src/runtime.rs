@@ -114,10 +114,13 @@ pub fn start(launch: Launch<'_>) -> Result<Container> {
     // EPIPE, not kill us (the child gets the default action back before exec).
     // SAFETY: changing a signal's disposition to ignored.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let cgroup = if rootless {
-        Cgroup::none()
-    } else {
-        Cgroup::create(launch.id, linux.resources().as_ref())?
+    let cgroup = match (rootless, linux.resources()) {
+        (false, resources) => Cgroup::create(launch.id, resources.as_ref())?,
+        // A rootless spec keeps limits only where a subtree is delegated (make_rootless).
+        (true, Some(r)) if !crate::cgroup::delegated::needed(r).is_empty() => {
+            Cgroup::delegated(launch.id, r)?
+        }
+        (true, _) => Cgroup::none(),
     };
     let (sync_r, sync_w) = pipe()?;
     let (err_r, err_w) = pipe()?;

@@ -278,31 +278,75 @@ pub fn remap_mappings(root: &Path) -> Result<(Vec<IdMap>, Vec<IdMap>)> {
     Ok((vec![range("etc/subuid")?], vec![range("etc/subgid")?]))
 }
 
+/// What [`make_rootless`] does with the limits (memory, pids, cpu) a spec asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootlessLimits {
+    /// Refuse them: a bundle for rootless runc.
+    Refuse,
+    /// Keep them where the user has a cgroup v2 subtree of their own to hold them (img's
+    /// runtime makes the container's cgroup there, [`crate::cgroup::Cgroup::delegated`]);
+    /// refuse them, saying why, elsewhere.
+    Delegated,
+}
+
 /// Make a bundle's runtime spec (as JSON) one an unprivileged runc runs, as `runc spec
 /// --rootless` does: a user namespace with `uids`/`gids`, no `uid=`/`gid=` mount options, a
 /// read-only bind of the host's `/sys` where the container shares the host's network (sysfs
-/// cannot be mounted there), and no cgroup settings. Limits the caller asked for are refused,
-/// not dropped: an unprivileged user has no cgroup of its own to put them in.
-pub fn make_rootless(spec: &mut Value, uids: &[IdMap], gids: &[IdMap]) -> Result<()> {
-    let resources = &spec["linux"]["resources"];
-    let asked: Vec<&str> = [
-        ("memory", "--memory"),
-        ("pids", "--pids-limit"),
-        ("cpu", "--cpus"),
-    ]
-    .into_iter()
-    .filter(|(k, _)| !resources[*k].is_null())
-    .map(|(_, flag)| flag)
-    .collect();
-    if !asked.is_empty() {
-        let verb = if asked.len() == 1 { "needs" } else { "need" };
-        return Err(Error::Config(format!(
-            "{} {verb} root: without it there is no cgroup to hold the limits",
-            asked.join(", ")
-        )));
-    }
+/// cannot be mounted there), and no cgroup settings but the limits `limits` allows. Limits the
+/// caller asked for are refused, not dropped, where they cannot be kept.
+pub fn make_rootless(
+    spec: &mut Value,
+    uids: &[IdMap],
+    gids: &[IdMap],
+    limits: RootlessLimits,
+) -> Result<()> {
+    let resources: Option<oci_spec::runtime::LinuxResources> =
+        serde_json::from_value(spec["linux"]["resources"].clone()).ok();
+    let asked = resources
+        .as_ref()
+        .map(crate::cgroup::delegated::needed)
+        .unwrap_or_default();
+    let kept = if asked.is_empty() {
+        None
+    } else {
+        let flags: Vec<&str> = asked.iter().map(|(_, flag)| *flag).collect();
+        let verb = if flags.len() == 1 { "needs" } else { "need" };
+        let controllers: Vec<&str> = asked.iter().map(|(c, _)| *c).collect();
+        match limits {
+            RootlessLimits::Refuse => {
+                return Err(Error::Config(format!(
+                    "{} {verb} root: an unprivileged bundle has no cgroup to hold the limits",
+                    flags.join(", ")
+                )));
+            }
+            RootlessLimits::Delegated => {
+                if let Err(e) = crate::cgroup::delegated::delegated_parent(&controllers) {
+                    return Err(Error::Config(format!(
+                        "{} {verb} root or a cgroup v2 subtree delegated to you: {e}",
+                        flags.join(", "),
+                    )));
+                }
+                let r = &spec["linux"]["resources"];
+                Some(serde_json::json!({
+                    "memory": r["memory"],
+                    "pids": r["pids"],
+                    "cpu": r["cpu"],
+                }))
+            }
+        }
+    };
     if let Some(linux) = spec["linux"].as_object_mut() {
         linux.remove("resources");
+        if let Some(kept) = kept {
+            let kept: serde_json::Map<String, Value> = kept
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            linux.insert("resources".into(), Value::Object(kept));
+        }
     }
     let namespaces = spec["linux"]["namespaces"]
         .as_array()
@@ -360,7 +404,7 @@ mod tests {
             },
         });
         let uids = rootless_mappings(1000, &[(100000, 65536)]);
-        make_rootless(&mut spec, &uids, &uids).unwrap();
+        make_rootless(&mut spec, &uids, &uids, RootlessLimits::Refuse).unwrap();
         assert!(spec["linux"].get("resources").is_none());
         assert_eq!(spec["linux"]["namespaces"][2], json!({"type": "user"}));
         assert_eq!(
@@ -385,7 +429,9 @@ mod tests {
     fn limits_without_root_are_refused_not_dropped() {
         let mut spec =
             json!({"linux": {"resources": {"memory": {"limit": 1}, "pids": {"limit": 5}}}});
-        let err = make_rootless(&mut spec, &[], &[]).unwrap_err().to_string();
+        let err = make_rootless(&mut spec, &[], &[], RootlessLimits::Refuse)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--memory, --pids-limit need root"), "{err}");
     }
 

@@ -1,5 +1,9 @@
 //! One cgroup per container, on cgroup v2, v1, or the hybrid layout (v1 controllers plus a
 //! cgroup2 mount without controllers, which crun refuses): limits for memory, pids and cpu.
+//! Rootless containers get one only in a cgroup v2 subtree delegated to the user
+//! ([`delegated`]).
+
+pub mod delegated;
 
 use std::path::{Path, PathBuf};
 
@@ -253,8 +257,21 @@ impl Cgroup {
         }
     }
 
-    /// The cgroup a container of this id would have, as far as it exists.
+    /// The cgroup a container of this id would have, as far as it exists (without root: in
+    /// the subtree delegated to the user, found from this process's cgroup).
     pub fn existing(name: &str) -> Cgroup {
+        if !crate::userns::is_root() {
+            let dirs = delegated::delegated_parent(&[])
+                .ok()
+                .map(|parent| parent.join(format!("img-{name}")))
+                .filter(|dir| dir.is_dir())
+                .into_iter()
+                .collect();
+            return Cgroup {
+                dirs,
+                unified: true,
+            };
+        }
         let root = Path::new(ROOT);
         if root.join("cgroup.controllers").exists() {
             return Cgroup {

@@ -1,0 +1,259 @@
+//! Cgroups for rootless containers. Where the user has been given a cgroup v2 subtree of their
+//! own — systemd's `Delegate=` for a user's services and `systemd-run --user --scope`, or a
+//! container with its own cgroup namespace — a rootless container's limits go in a cgroup made
+//! there, as podman's do. Elsewhere (cgroup v1, whose hierarchies are not delegated to users,
+//! or a v2 tree the user does not own) the limits are refused with the reason, never dropped.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+
+use super::{Cgroup, write};
+use crate::error::sys;
+use crate::{Error, Result};
+
+/// The controllers the limits in `resources` need, with the `run` flag that asks for each.
+pub fn needed(resources: &LinuxResources) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if resources.memory().is_some() {
+        out.push(("memory", "--memory"));
+    }
+    if resources.pids().is_some() {
+        out.push(("pids", "--pids-limit"));
+    }
+    if resources.cpu().is_some() {
+        out.push(("cpu", "--cpus"));
+    }
+    out
+}
+
+/// Where this process may make cgroups for containers: the parent of its own cgroup v2, when
+/// the user owns it (its directory, `cgroup.procs` and `cgroup.subtree_control`: moving a
+/// process from our cgroup into a sibling needs write access to their common ancestor's
+/// `cgroup.procs`) and it offers `controllers`. The error says why not, in one line.
+pub fn delegated_parent(controllers: &[&str]) -> Result<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let found = match (cgroup2_mount(&mountinfo), own_cgroup(&own)) {
+        (None, _) => {
+            Err("no cgroup v2 is mounted (cgroup v1 hierarchies are not delegated to users)".into())
+        }
+        (_, None) => Err("/proc/self/cgroup names no cgroup v2".into()),
+        (Some(mount), Some(own)) => parent_in(
+            &mount,
+            &own,
+            rustix::process::geteuid().as_raw(),
+            controllers,
+        ),
+    };
+    found.map_err(Error::Config)
+}
+
+/// The mount point of the cgroup2 filesystem (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
+/// the hybrid layout).
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split(' ').next() != Some("cgroup2") {
+            return None;
+        }
+        left.split(' ').nth(4).map(PathBuf::from)
+    })
+}
+
+/// This process's cgroup v2 path (the `0::` line of `/proc/self/cgroup`).
+fn own_cgroup(proc_cgroup: &str) -> Option<String> {
+    proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
+/// Which of `controllers` the cgroup `dir` cannot give its children, as an error line.
+fn lacking(dir: &Path, controllers: &[&str]) -> Option<String> {
+    let file = dir.join("cgroup.controllers");
+    let available = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) => return Some(format!("{}: {e}", file.display())),
+    };
+    let missing: Vec<&str> = controllers
+        .iter()
+        .copied()
+        .filter(|c| !available.split_whitespace().any(|a| a == *c))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let available = available.trim();
+    Some(format!(
+        "the cgroup {} offers no {} controller{} (it has: {})",
+        dir.display(),
+        missing.join(" or "),
+        if missing.len() > 1 { "s" } else { "" },
+        if available.is_empty() {
+            "none"
+        } else {
+            available
+        }
+    ))
+}
+
+/// [`delegated_parent`] on the cgroup2 tree at `mount`, for a process in `own` run by `uid`.
+fn parent_in(
+    mount: &Path,
+    own: &str,
+    uid: u32,
+    controllers: &[&str],
+) -> std::result::Result<PathBuf, String> {
+    // Where the controllers are bound to cgroup v1 (the hybrid layout), v2 has none to give.
+    if let Some(why) = lacking(mount, controllers) {
+        return Err(format!(
+            "{why}; cgroup v1 hierarchies are not delegated to users"
+        ));
+    }
+    let own = own.trim().trim_start_matches('/');
+    let own_dir = mount.join(own);
+    let parent = match own_dir.parent() {
+        Some(p) if !own.is_empty() && !own.contains("..") => p.to_path_buf(),
+        _ => {
+            return Err(format!(
+                "img runs in the root cgroup of {}: start it in a cgroup under a subtree \
+                 delegated to you (such as `systemd-run --user --scope`)",
+                mount.display()
+            ));
+        }
+    };
+    for path in [
+        parent.clone(),
+        parent.join("cgroup.procs"),
+        parent.join("cgroup.subtree_control"),
+    ] {
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.uid() != uid {
+            return Err(format!(
+                "{} is not delegated to you (it belongs to uid {})",
+                path.display(),
+                meta.uid()
+            ));
+        }
+    }
+    if let Some(why) = lacking(&parent, controllers) {
+        return Err(why);
+    }
+    Ok(parent)
+}
+
+impl Cgroup {
+    /// A rootless container's cgroup, `img-<name>` beside this process's own in the subtree
+    /// delegated to the user, with the limits of `resources` (memory, pids, cpu; devices are
+    /// the user namespace's business). Fails, saying why, where there is no such subtree.
+    pub fn delegated(name: &str, resources: &LinuxResources) -> Result<Cgroup> {
+        let controllers: Vec<&str> = needed(resources).into_iter().map(|(c, _)| c).collect();
+        let parent = delegated_parent(&controllers)?;
+        let enabled = std::fs::read_to_string(parent.join("cgroup.subtree_control"))
+            .map_err(sys(parent.display()))?;
+        for c in &controllers {
+            if !enabled.split_whitespace().any(|e| e == *c) {
+                // EBUSY: the parent holds processes itself (cgroup v2 allows controllers only
+                // for cgroups whose processes are all in children).
+                write(&parent, "cgroup.subtree_control", &format!("+{c}"))?;
+            }
+        }
+        let dir = parent.join(format!("img-{name}"));
+        std::fs::create_dir(&dir).map_err(sys(dir.display()))?;
+        let cg = Cgroup {
+            dirs: vec![dir],
+            unified: true,
+        };
+        if let Err(e) = cg.limit_v2(Some(resources)) {
+            let _ = cg.remove();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory tree shaped like a cgroup2 mount: `a/b` holds the process, `a` is the
+    /// parent (plain files stand for the kernel's).
+    fn tree(name: &str, controllers: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("img-cg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let parent = root.join("a");
+        std::fs::create_dir_all(parent.join("b")).unwrap();
+        std::fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        for (file, text) in [
+            ("cgroup.procs", ""),
+            ("cgroup.subtree_control", ""),
+            ("cgroup.controllers", controllers),
+        ] {
+            std::fs::write(parent.join(file), text).unwrap();
+        }
+        root
+    }
+
+    fn me() -> u32 {
+        rustix::process::geteuid().as_raw()
+    }
+
+    #[test]
+    fn the_parent_of_our_cgroup_when_we_own_it_and_it_has_the_controllers() {
+        let root = tree("ok", "cpuset cpu io memory pids\n");
+        assert_eq!(
+            parent_in(&root, "/a/b\n", me(), &["memory", "pids"]),
+            Ok(root.join("a"))
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn refused_with_the_reason() {
+        let root = tree("refused", "cpu io\n");
+        let missing = parent_in(&root, "/a/b", me(), &["memory", "cpu", "pids"]).unwrap_err();
+        assert!(
+            missing.contains("offers no memory, pids controller"),
+            "{missing}"
+        );
+        assert!(missing.contains("it has: cpu io"), "{missing}");
+        let theirs = parent_in(&root, "/a/b", me() + 1, &["cpu"]).unwrap_err();
+        assert!(theirs.contains("is not delegated to you"), "{theirs}");
+        let top = parent_in(&root, "/", me(), &["cpu"]).unwrap_err();
+        assert!(top.contains("root cgroup"), "{top}");
+        // The hybrid layout: controllers on v1, the cgroup2 mount has none of them.
+        std::fs::write(root.join("cgroup.controllers"), "hugetlb\n").unwrap();
+        let hybrid = parent_in(&root, "/a/b", me(), &["memory"]).unwrap_err();
+        assert!(
+            hybrid.contains("offers no memory controller (it has: hugetlb)"),
+            "{hybrid}"
+        );
+        assert!(
+            hybrid.contains("cgroup v1 hierarchies are not delegated"),
+            "{hybrid}"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn mount_and_own_cgroup_are_read_from_proc() {
+        let mountinfo = "25 1 0:23 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+                         26 25 0:24 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(cgroup2_mount("25 1 0:23 / /x rw - tmpfs tmpfs rw\n"), None);
+        let own = "12:pids:/user.slice\n0::/user.slice/user-1000.slice/session-1.scope\n";
+        assert_eq!(
+            own_cgroup(own).as_deref(),
+            Some("/user.slice/user-1000.slice/session-1.scope")
+        );
+    }
+}
