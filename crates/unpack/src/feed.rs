@@ -248,6 +248,9 @@ fn apply_fed(store: &Store, layer: &Digest, reader: PipeReader) -> Result<Applie
     })
 }
 
+/// The bytes [`crate::Compression::sniff`] looks at (zstd's magic is the longest).
+const SNIFF: usize = 4;
+
 /// Chunks on their way from the download to the decompressor, at most [`BUDGET`] bytes.
 #[derive(Default)]
 struct Pipe {
@@ -303,19 +306,29 @@ struct PipeReader {
     current: Bytes,
 }
 
-impl Read for PipeReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.current.has_remaining() {
+impl io::BufRead for PipeReader {
+    /// At least [`SNIFF`] bytes unless the stream ends first: the decompressor tells the
+    /// compression from the first bytes it sees, and a download may hand them over one by one.
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.current.len() < SNIFF {
             let mut s = self.pipe.lock();
-            loop {
+            while self.current.len() < SNIFF {
                 if let Some(chunk) = s.chunks.pop_front() {
                     s.queued -= chunk.len();
                     self.pipe.changed.notify_all();
-                    self.current = chunk;
-                    break;
+                    self.current = if self.current.is_empty() {
+                        chunk
+                    } else {
+                        let mut joined =
+                            bytes::BytesMut::with_capacity(self.current.len() + chunk.len());
+                        joined.extend_from_slice(&self.current);
+                        joined.extend_from_slice(&chunk);
+                        joined.freeze()
+                    };
+                    continue;
                 }
                 match s.end {
-                    Some(true) => return Ok(0),
+                    Some(true) => break,
                     Some(false) => {
                         return Err(io::Error::other("the download was abandoned"));
                     }
@@ -323,8 +336,20 @@ impl Read for PipeReader {
                 }
             }
         }
-        let n = buf.len().min(self.current.len());
-        self.current.copy_to_slice(&mut buf[..n]);
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.current.advance(n.min(self.current.len()));
+    }
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = io::BufRead::fill_buf(self)?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        io::BufRead::consume(self, n);
         Ok(n)
     }
 }
@@ -383,6 +408,24 @@ mod tests {
         assert!(!feed.push(0, Bytes::copy_from_slice(&blob)));
         assert!(feed.wait().is_none());
         assert_eq!(temps(&dir), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_gzip_layer_pushed_a_byte_at_a_time_is_recognised_and_applied() {
+        use std::io::Write;
+        let (store, dir) = store("bytes");
+        let tar = one_file_tar("a", b"abc");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let blob = gz.finish().unwrap();
+        let mut feed = SnapshotFeed::start(&store, &layer_of(&blob));
+        for (i, byte) in blob.iter().enumerate() {
+            assert!(feed.push(i as u64, Bytes::copy_from_slice(&[*byte])));
+        }
+        feed.close();
+        let fed = feed.wait().expect("the layer applied");
+        assert_eq!(fed.diff_id(), &img_store::digest::sha256(&tar));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -41,6 +41,9 @@ impl Compression {
 /// The uncompressed bytes of one layer, produced by a background thread.
 pub struct LayerStream {
     rx: Receiver<io::Result<Vec<u8>>>,
+    /// Chunks read, back to the producer to fill again (no allocation, zeroing or page
+    /// faults per chunk).
+    spare: SyncSender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
     worker: Option<JoinHandle<io::Result<(Digest, u64)>>>,
@@ -54,19 +57,24 @@ impl LayerStream {
 
     /// Start decompressing `file`, hashing the uncompressed bytes with `hasher`.
     pub fn with_hasher(file: File, hasher: Hasher) -> Result<LayerStream> {
-        LayerStream::from_reader(file, hasher)
+        LayerStream::from_reader(BufReader::with_capacity(CHUNK, file), hasher)
     }
 
-    /// Start decompressing the blob bytes `input` gives (a file, or bytes as they arrive),
-    /// hashing the uncompressed bytes with `hasher`.
-    pub fn from_reader(input: impl Read + Send + 'static, hasher: Hasher) -> Result<LayerStream> {
+    /// Start decompressing the blob bytes `input` gives (a buffered file, or bytes as they
+    /// arrive), hashing the uncompressed bytes with `hasher`.
+    pub fn from_reader(
+        input: impl BufRead + Send + 'static,
+        hasher: Hasher,
+    ) -> Result<LayerStream> {
         let (tx, rx) = sync_channel(DEPTH);
+        let (spare, spares) = sync_channel(DEPTH + 2);
         let worker = std::thread::Builder::new()
             .name("img-decompress".into())
-            .spawn(move || produce(input, hasher, tx))
+            .spawn(move || produce(input, hasher, tx, spares))
             .map_err(|e| Error::Read(format!("cannot start a thread: {e}")))?;
         Ok(LayerStream {
             rx,
+            spare,
             current: Vec::new(),
             pos: 0,
             worker: Some(worker),
@@ -91,7 +99,8 @@ impl Read for LayerStream {
         while self.pos == self.current.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.current = chunk;
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    let _ = self.spare.try_send(used);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
@@ -117,11 +126,11 @@ impl Drop for LayerStream {
 }
 
 fn produce(
-    input: impl Read + 'static,
+    mut input: impl BufRead + 'static,
     mut hasher: Hasher,
     tx: SyncSender<io::Result<Vec<u8>>>,
+    spares: Receiver<Vec<u8>>,
 ) -> io::Result<(Digest, u64)> {
-    let mut input = BufReader::with_capacity(CHUNK, input);
     let compression = Compression::sniff(input.fill_buf()?);
     let mut reader: Box<dyn Read> = match compression {
         Compression::None => Box::new(input),
@@ -130,7 +139,8 @@ fn produce(
     };
     let mut total = 0u64;
     loop {
-        let mut chunk = vec![0u8; CHUNK];
+        let mut chunk = spares.try_recv().unwrap_or_default();
+        chunk.resize(CHUNK, 0);
         let mut filled = 0;
         while filled < CHUNK {
             match reader.read(&mut chunk[filled..]) {
