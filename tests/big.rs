@@ -7,8 +7,8 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use support::{TestRoot, run_tool, testbed};
 
@@ -35,16 +35,14 @@ fn big_fixtures() -> String {
 /// Run img under GNU time; its peak RSS in KB.
 fn peak_rss(root: &TestRoot, args: &[&str]) -> u64 {
     let report = root.path.with_extension("time");
-    let out = Command::new("/usr/bin/time")
-        .arg("-o")
-        .arg(&report)
-        .args(["-f", "%M"])
-        .arg(env!("CARGO_BIN_EXE_img"))
-        .arg("--root")
-        .arg(&root.path)
-        .args(args)
-        .env_remove("IMG_ROOT")
-        .stdin(Stdio::null())
+    let pre = [
+        OsStr::new("-o"),
+        report.as_os_str(),
+        OsStr::new("-f"),
+        OsStr::new("%M"),
+    ];
+    let out = root
+        .command_under("/usr/bin/time", &pre, args)
         .output()
         .expect("cannot run /usr/bin/time (Debian's time package; tools/testbed installs it)");
     assert!(

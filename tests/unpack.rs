@@ -849,15 +849,9 @@ fn pull_unpack_prepares_overlay_snapshots_that_gc_keeps_until_rmi() {
 /// `"layers"` its `--json` answer lists) it opened from the store to read them back.
 fn pull_reading_back(root: &TestRoot, args: &[&str]) -> (Value, BTreeSet<String>) {
     let log = PathBuf::from(format!("{}.openat.log", root.path.display()));
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=openat", "-o"])
-        .arg(&log)
-        .arg(env!("CARGO_BIN_EXE_img"))
-        .arg("--root")
-        .arg(&root.path)
-        .args(args)
-        .env_remove("IMG_ROOT")
-        .stdin(Stdio::null())
+    let pre = ["-f", "-qq", "-e", "trace=openat", "-o"].map(std::ffi::OsStr::new);
+    let out = root
+        .command_under("strace", &[&pre[..], &[log.as_os_str()]].concat(), args)
         .output()
         .expect("cannot run strace (tools/test installs it)");
     let run = Run::from_output(format!("strace … img {}", args.join(" ")), out);

@@ -280,6 +280,20 @@ impl TestRoot {
         cmd
     }
 
+    /// A command running img under another program: `PROGRAM PRE… img --root ROOT ARGS…`
+    /// (strace, /usr/bin/time), IMG_ROOT cleared.
+    pub fn command_under(&self, program: &str, pre: &[&std::ffi::OsStr], args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(pre)
+            .arg(env!("CARGO_BIN_EXE_img"))
+            .arg("--root")
+            .arg(&self.path)
+            .args(args)
+            .env_remove("IMG_ROOT")
+            .stdin(Stdio::null());
+        cmd
+    }
+
     /// Run `img --root ROOT ARGS…`.
     pub fn run(&self, args: &[&str]) -> Run {
         let out = self
