@@ -219,7 +219,7 @@ mod tests {
         let root = tree("refused", "cpu io\n");
         let missing = parent_in(&root, "/a/b", me(), &["memory", "cpu", "pids"]).unwrap_err();
         assert!(
-            missing.contains("offers no memory, pids controller"),
+            missing.contains("offers no memory or pids controllers"),
             "{missing}"
         );
         assert!(missing.contains("it has: cpu io"), "{missing}");
