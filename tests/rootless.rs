@@ -557,6 +557,15 @@ fn without_root_limits_devices_and_remap_say_they_need_it() {
     }
     let containers = me.data().join("img/containers");
     assert_empty(&containers, "refused runs: containers");
+    // Refused before anything is pulled.
+    let edge = format!("{}/edge:latest", testbed().plain);
+    let run = me.img(&["run", "--rm", "--memory", "10m", &edge, "true"]);
+    assert_eq!(run.code, 125, "{run}");
+    assert!(
+        !me.ok(&["images", "--format", "{{.Repository}}"])
+            .contains("edge"),
+        "the image was pulled before the limit was refused"
+    );
 
     let bundle = me.home.join("limited");
     let run = me.img(&[

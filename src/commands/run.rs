@@ -343,7 +343,22 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
         bail!("--restart needs -d and cannot be combined with --rm (as with docker)");
     }
     if !img_run::userns::is_root() {
-        // Rootless: what needs host root is refused, not dropped (limits: see make_rootless).
+        // Rootless: what needs host root is refused, not dropped, before anything is pulled;
+        // limits only where a cgroup v2 subtree is delegated (make_rootless keeps them then).
+        let limits: Vec<(&str, &str)> = [
+            (args.memory.is_some(), ("memory", "--memory")),
+            (args.pids_limit.is_some(), ("pids", "--pids-limit")),
+            (args.cpus.is_some(), ("cpu", "--cpus")),
+        ]
+        .into_iter()
+        .filter_map(|(asked, limit)| asked.then_some(limit))
+        .collect();
+        let keep = if args.bundle.is_some() {
+            img_run::userns::RootlessLimits::Refuse
+        } else {
+            img_run::userns::RootlessLimits::Delegated
+        };
+        img_run::userns::check_rootless_limits(&limits, keep)?;
         for (asked, flag) in [
             (args.userns.as_deref() == Some("remap"), "--userns=remap"),
             (args.privileged, "--privileged"),

@@ -289,6 +289,32 @@ pub enum RootlessLimits {
     Delegated,
 }
 
+/// Whether the limits `asked` (controller and the flag that asks for it, as
+/// [`crate::cgroup::delegated::needed`] lists them) can be kept without root; the refusal names
+/// the flags and why. `img run` asks before it pulls or unpacks anything.
+pub fn check_rootless_limits(asked: &[(&str, &str)], limits: RootlessLimits) -> Result<()> {
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let flags: Vec<&str> = asked.iter().map(|(_, flag)| *flag).collect();
+    let verb = if flags.len() == 1 { "needs" } else { "need" };
+    let controllers: Vec<&str> = asked.iter().map(|(c, _)| *c).collect();
+    match limits {
+        RootlessLimits::Refuse => Err(Error::Config(format!(
+            "{} {verb} root: an unprivileged bundle has no cgroup to hold the limits",
+            flags.join(", ")
+        ))),
+        RootlessLimits::Delegated => crate::cgroup::delegated::delegated_parent(&controllers)
+            .map(drop)
+            .map_err(|e| {
+                Error::Config(format!(
+                    "{} {verb} root or a cgroup v2 subtree delegated to you: {e}",
+                    flags.join(", "),
+                ))
+            }),
+    }
+}
+
 /// Make a bundle's runtime spec (as JSON) one an unprivileged runc runs, as `runc spec
 /// --rootless` does: a user namespace with `uids`/`gids`, no `uid=`/`gid=` mount options, a
 /// read-only bind of the host's `/sys` where the container shares the host's network (sysfs
@@ -306,35 +332,11 @@ pub fn make_rootless(
         .as_ref()
         .map(crate::cgroup::delegated::needed)
         .unwrap_or_default();
-    let kept = if asked.is_empty() {
-        None
-    } else {
-        let flags: Vec<&str> = asked.iter().map(|(_, flag)| *flag).collect();
-        let verb = if flags.len() == 1 { "needs" } else { "need" };
-        let controllers: Vec<&str> = asked.iter().map(|(c, _)| *c).collect();
-        match limits {
-            RootlessLimits::Refuse => {
-                return Err(Error::Config(format!(
-                    "{} {verb} root: an unprivileged bundle has no cgroup to hold the limits",
-                    flags.join(", ")
-                )));
-            }
-            RootlessLimits::Delegated => {
-                if let Err(e) = crate::cgroup::delegated::delegated_parent(&controllers) {
-                    return Err(Error::Config(format!(
-                        "{} {verb} root or a cgroup v2 subtree delegated to you: {e}",
-                        flags.join(", "),
-                    )));
-                }
-                let r = &spec["linux"]["resources"];
-                Some(serde_json::json!({
-                    "memory": r["memory"],
-                    "pids": r["pids"],
-                    "cpu": r["cpu"],
-                }))
-            }
-        }
-    };
+    check_rootless_limits(&asked, limits)?;
+    let kept = (!asked.is_empty()).then(|| {
+        let r = &spec["linux"]["resources"];
+        serde_json::json!({"memory": r["memory"], "pids": r["pids"], "cpu": r["cpu"]})
+    });
     if let Some(linux) = spec["linux"].as_object_mut() {
         linux.remove("resources");
         if let Some(kept) = kept {
