@@ -30,6 +30,9 @@ struct Plan {
     waiting: Vec<(Descriptor, Ids, Box<FedSnapshot>)>,
 }
 
+/// Feeds alive at once, at most (twice the default `--jobs`).
+const MAX_FEEDS: usize = 8;
+
 /// A layer's feed, shared by the download that pushes to it and the plan.
 type Feed = Arc<Mutex<Option<SnapshotFeed>>>;
 
@@ -105,7 +108,14 @@ impl Unpacking {
     /// snapshot is not known to be there).
     fn feed(&self, digest: &Digest, offset: u64) -> Option<Feed> {
         let mut p = lock(&self.plan);
-        if offset == 0 && !p.feeds.contains_key(digest) && !p.done.contains(digest) {
+        // At most MAX_FEEDS at once (the threads and buffers of each): a manifest of many
+        // small layers on a fast registry would otherwise start them all; the others are
+        // prepared from their stored blobs.
+        if offset == 0
+            && !p.feeds.contains_key(digest)
+            && !p.done.contains(digest)
+            && p.feeds.len() < MAX_FEEDS
+        {
             let layer = p.layers.iter().find(|l| l.digest() == digest).cloned();
             let known = p
                 .ids
@@ -172,7 +182,9 @@ fn finish_layer(
             Settled::Kept => true,
             Settled::Waiting(fed) => {
                 lock(plan).waiting.push((layer, ids, fed));
-                return Ok(());
+                // The lower snapshots may have been committed since the commit looked: a
+                // worker that did so found nothing waiting yet.
+                return offer_waiting(store, plan);
             }
             Settled::Refused => false,
         },
@@ -293,10 +305,20 @@ impl Progress for Unpacking {
 
     fn received(&self, digest: &Digest, offset: u64, bytes: &bytes::Bytes) {
         self.inner.received(digest, offset, bytes);
-        if let Some(feed) = self.feed(digest, offset)
-            && let Some(feed) = lock(&feed).as_mut()
-        {
-            feed.push(offset, bytes.clone());
+        if let Some(feed) = self.feed(digest, offset) {
+            // A full pipe waits for its applier: on the async runtime's thread, so the other
+            // tasks are handed to other threads meanwhile.
+            let push = || {
+                if let Some(feed) = lock(&feed).as_mut() {
+                    feed.push(offset, bytes.clone());
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(push);
+                }
+                _ => push(),
+            }
         }
     }
 

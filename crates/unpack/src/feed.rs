@@ -285,11 +285,12 @@ impl Pipe {
         true
     }
 
-    /// End the stream: complete, or abandoned (what is queued is dropped). The first end
-    /// counts.
+    /// End the stream: complete (the first end only), or abandoned, which overrides a
+    /// complete end (a closed feed that nobody will commit stops applying); what is queued
+    /// is then dropped.
     fn end(&self, complete: bool) {
         let mut s = self.lock();
-        if s.end.is_none() {
+        if s.end.is_none() || !complete {
             s.end = Some(complete);
         }
         if s.end == Some(false) {
