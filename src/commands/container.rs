@@ -962,7 +962,7 @@ pub fn run_stats(global: &Global, args: StatsArgs) -> Result<ExitCode> {
     };
     let sample = |list: &[ContainerState]| -> Vec<img_run::cgroup::Usage> {
         list.iter()
-            .map(|s| img_run::cgroup::Cgroup::existing(&s.id).usage())
+            .map(|s| img_run::cgroup::Cgroup::of_container(&s.id, s.pid.map(|p| p.pid)).usage())
             .collect()
     };
     let interval = Duration::from_millis(if args.no_stream { 500 } else { 1000 });

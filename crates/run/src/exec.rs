@@ -111,7 +111,7 @@ fn setup(config: &Path) -> Result<i32> {
 
     let rootless = !crate::userns::is_root();
     // Rootless: the container's cgroup in the delegated subtree, if it has one.
-    crate::cgroup::Cgroup::existing(&cfg.id).add(std::process::id())?;
+    crate::cgroup::Cgroup::of_container(&cfg.id, Some(cfg.pid)).add(std::process::id())?;
     let mut flags = 0;
     let mut userns = false;
     for ns in linux.namespaces().iter().flatten() {

@@ -326,8 +326,16 @@ pub fn make_rootless(
     gids: &[IdMap],
     limits: RootlessLimits,
 ) -> Result<()> {
-    let resources: Option<oci_spec::runtime::LinuxResources> =
-        serde_json::from_value(spec["linux"]["resources"].clone()).ok();
+    // Unreadable limits are refused, never taken for none.
+    let raw = &spec["linux"]["resources"];
+    let resources: Option<oci_spec::runtime::LinuxResources> = if raw.is_null() {
+        None
+    } else {
+        Some(
+            serde_json::from_value(raw.clone())
+                .map_err(|e| Error::Config(format!("the spec's linux.resources: {e}")))?,
+        )
+    };
     let asked = resources
         .as_ref()
         .map(crate::cgroup::delegated::needed)

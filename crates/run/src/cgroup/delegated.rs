@@ -40,25 +40,35 @@ pub fn delegated_parent(controllers: &[&str]) -> Result<PathBuf> {
             Err("no cgroup v2 is mounted (cgroup v1 hierarchies are not delegated to users)".into())
         }
         (_, None) => Err("/proc/self/cgroup names no cgroup v2".into()),
-        (Some(mount), Some(own)) => parent_in(
-            &mount,
-            &own,
-            rustix::process::geteuid().as_raw(),
-            controllers,
-        ),
+        // Our cgroup as a path below the mount point (a bind-mounted subtree shows only what
+        // is below its root).
+        (Some((mount, root)), Some(own)) => match own.strip_prefix(root.trim_end_matches('/')) {
+            Some(below) => parent_in(
+                &mount,
+                below,
+                rustix::process::geteuid().as_raw(),
+                controllers,
+            ),
+            None => Err(format!(
+                "img's cgroup {own} is not under the cgroup2 mount {} (its root is {root})",
+                mount.display()
+            )),
+        },
     };
     found.map_err(Error::Config)
 }
 
-/// The mount point of the cgroup2 filesystem (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
-/// the hybrid layout).
-fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+/// The cgroup2 filesystem's mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on the
+/// hybrid layout) and the cgroup its root is (`/` unless a subtree was bind-mounted).
+fn cgroup2_mount(mountinfo: &str) -> Option<(PathBuf, String)> {
     mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         if right.split(' ').next() != Some("cgroup2") {
             return None;
         }
-        left.split(' ').nth(4).map(PathBuf::from)
+        let mut fields = left.split(' ');
+        let root = fields.nth(3)?.to_string();
+        Some((PathBuf::from(fields.next()?), root))
     })
 }
 
@@ -145,6 +155,33 @@ fn parent_in(
 }
 
 impl Cgroup {
+    /// The cgroup of container `name` whose process is `pid` (running): as root, where img
+    /// makes them; without root, the `img-<name>` cgroup the kernel says the process is in —
+    /// wherever in the delegated subtree it was made, whatever cgroup the caller runs in.
+    pub fn of_container(name: &str, pid: Option<u32>) -> Cgroup {
+        if crate::userns::is_root() {
+            return Cgroup::existing(name);
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let found = pid
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
+            .and_then(|text| own_cgroup(&text))
+            .zip(cgroup2_mount(&mountinfo))
+            .and_then(|(path, (mount, root))| {
+                let below = path.strip_prefix(root.trim_end_matches('/'))?;
+                let dir = mount.join(below.trim_start_matches('/'));
+                let ours = dir.file_name()? == std::ffi::OsStr::new(&format!("img-{name}"));
+                (ours && dir.is_dir()).then_some(dir)
+            });
+        match found {
+            Some(dir) => Cgroup {
+                dirs: vec![dir],
+                unified: true,
+            },
+            None => Cgroup::existing(name),
+        }
+    }
+
     /// A rootless container's cgroup, `img-<name>` beside this process's own in the subtree
     /// delegated to the user, with the limits of `resources` (memory, pids, cpu; devices are
     /// the user namespace's business). Fails, saying why, where there is no such subtree.
@@ -247,7 +284,7 @@ mod tests {
                          26 25 0:24 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
         assert_eq!(
             cgroup2_mount(mountinfo),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+            Some((PathBuf::from("/sys/fs/cgroup/unified"), "/".to_string()))
         );
         assert_eq!(cgroup2_mount("25 1 0:23 / /x rw - tmpfs tmpfs rw\n"), None);
         let own = "12:pids:/user.slice\n0::/user.slice/user-1000.slice/session-1.scope\n";
