@@ -589,10 +589,11 @@ fn without_root_limits_devices_and_remap_say_they_need_it() {
 }
 
 /// Where cgroup v2 has the controllers (not on the hybrid layout, see build.rs), a user given a
-/// subtree of their own gets limits on rootless containers, as podman's users do: the test
+/// cgroup of their own gets limits on rootless containers, as podman's users do: the test
 /// delegates one as systemd's `Delegate=` would (the directory, `cgroup.procs` and
-/// `cgroup.subtree_control` given to the account), starts img in a cgroup inside it as the
-/// account, and checks the kernel's files and a fork bomb held at the limit.
+/// `cgroup.subtree_control` given to the account), starts img in it as the account, and checks
+/// the kernel's files (img moved itself into its leaf; the container has its own cgroup with
+/// the limits) and a fork bomb held at the limit.
 #[test]
 #[cfg_attr(
     not(img_root),
@@ -610,20 +611,23 @@ fn a_user_with_a_delegated_cgroup_v2_subtree_gets_limits() {
     let top = root.join(format!("img-test-delegated-{}", unique()));
     let shell = top.join("shell");
     fs::create_dir(&top).unwrap();
+    fs::write(top.join("cgroup.subtree_control"), "+memory +pids").unwrap();
     fs::create_dir(&shell).unwrap();
     for path in [
-        top.clone(),
-        top.join("cgroup.procs"),
-        top.join("cgroup.subtree_control"),
+        shell.clone(),
         shell.join("cgroup.procs"),
+        shell.join("cgroup.subtree_control"),
+        shell.join("cgroup.threads"),
     ] {
         std::os::unix::fs::chown(&path, Some(me.uid), Some(me.gid)).unwrap();
     }
-    // img as the account from inside `shell/`: root moves the shell there, then becomes the
-    // account (setpriv), as a login through systemd would place it.
+    // img as the account from inside `shell/` (its leaf once img made one, where the unit's
+    // other processes then are): root moves the shell there, then becomes the account
+    // (setpriv), as systemd would start a process of the unit.
     let as_account = |args: &[&str]| -> Run {
         let script = format!(
-            "echo $$ > {}/cgroup.procs && exec setpriv --reuid {} --regid {} --clear-groups -- \"$@\"",
+            "d={}; [ -d $d/img-leaf ] && d=$d/img-leaf; echo $$ > $d/cgroup.procs && \
+             exec setpriv --reuid {} --regid {} --clear-groups -- \"$@\"",
             shell.display(),
             me.uid,
             me.gid
@@ -661,7 +665,7 @@ fn a_user_with_a_delegated_cgroup_v2_subtree_gets_limits() {
     .stdout
     .trim()
     .to_string();
-    let cgroup = top.join(format!("img-{id}"));
+    let cgroup = shell.join(format!("img-{id}"));
     let read = |file: &str| {
         fs::read_to_string(cgroup.join(file))
             .unwrap()
@@ -694,6 +698,7 @@ fn a_user_with_a_delegated_cgroup_v2_subtree_gets_limits() {
         "40 processes started under --pids-limit 16: {run}"
     );
 
+    let _ = fs::remove_dir(shell.join("img-leaf"));
     let _ = fs::remove_dir(&shell);
     let _ = fs::remove_dir(&top);
 }

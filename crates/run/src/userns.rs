@@ -304,7 +304,7 @@ pub fn check_rootless_limits(asked: &[(&str, &str)], limits: RootlessLimits) -> 
             "{} {verb} root: an unprivileged bundle has no cgroup to hold the limits",
             flags.join(", ")
         ))),
-        RootlessLimits::Delegated => crate::cgroup::delegated::delegated_parent(&controllers)
+        RootlessLimits::Delegated => crate::cgroup::delegated::delegated_root(&controllers)
             .map(drop)
             .map_err(|e| {
                 Error::Config(format!(

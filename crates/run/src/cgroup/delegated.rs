@@ -1,8 +1,13 @@
-//! Cgroups for rootless containers. Where the user has been given a cgroup v2 subtree of their
-//! own — systemd's `Delegate=` for a user's services and `systemd-run --user --scope`, or a
-//! container with its own cgroup namespace — a rootless container's limits go in a cgroup made
-//! there, as podman's do. Elsewhere (cgroup v1, whose hierarchies are not delegated to users,
-//! or a v2 tree the user does not own) the limits are refused with the reason, never dropped.
+//! Cgroups for rootless containers. Where img runs in a cgroup v2 delegated to its user —
+//! what systemd's `Delegate=` gives a unit (`systemd-run --user --scope -p Delegate=yes`, a
+//! service with `User=`), or a container's own cgroup namespace — a rootless container's limits
+//! go in a child cgroup made there, as podman's do; img stays inside what was delegated and
+//! changes nothing above it. Elsewhere (cgroup v1, whose hierarchies are not delegated to users,
+//! or a v2 cgroup the user does not own) the limits are refused with the reason, never dropped.
+//!
+//! cgroup v2 hands controllers to children only from a cgroup with no processes of its own: the
+//! first container with limits moves the delegated cgroup's processes (img among them) into a
+//! leaf, [`LEAF`], then enables the controllers; later ones find them enabled.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -28,11 +33,14 @@ pub fn needed(resources: &LinuxResources) -> Vec<(&'static str, &'static str)> {
     out
 }
 
-/// Where this process may make cgroups for containers: the parent of its own cgroup v2, when
-/// the user owns it (its directory, `cgroup.procs` and `cgroup.subtree_control`: moving a
-/// process from our cgroup into a sibling needs write access to their common ancestor's
-/// `cgroup.procs`) and it offers `controllers`. The error says why not, in one line.
-pub fn delegated_parent(controllers: &[&str]) -> Result<PathBuf> {
+/// The child of the delegated cgroup its own processes are moved into.
+pub const LEAF: &str = "img-leaf";
+
+/// Where this process may make cgroups for containers: the cgroup v2 it runs in (its parent
+/// once img has moved it into [`LEAF`]), when the user owns it — its directory, `cgroup.procs`
+/// and `cgroup.subtree_control`, as `Delegate=` leaves them — and it offers `controllers`. The
+/// error says why not, in one line.
+pub fn delegated_root(controllers: &[&str]) -> Result<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let found = match (cgroup2_mount(&mountinfo), own_cgroup(&own)) {
@@ -43,7 +51,7 @@ pub fn delegated_parent(controllers: &[&str]) -> Result<PathBuf> {
         // Our cgroup as a path below the mount point (a bind-mounted subtree shows only what
         // is below its root).
         (Some((mount, root)), Some(own)) => match own.strip_prefix(root.trim_end_matches('/')) {
-            Some(below) => parent_in(
+            Some(below) => root_in(
                 &mount,
                 below,
                 rustix::process::geteuid().as_raw(),
@@ -109,8 +117,8 @@ fn lacking(dir: &Path, controllers: &[&str]) -> Option<String> {
     ))
 }
 
-/// [`delegated_parent`] on the cgroup2 tree at `mount`, for a process in `own` run by `uid`.
-fn parent_in(
+/// [`delegated_root`] on the cgroup2 tree at `mount`, for a process in `own` run by `uid`.
+fn root_in(
     mount: &Path,
     own: &str,
     uid: u32,
@@ -123,35 +131,73 @@ fn parent_in(
         ));
     }
     let own = own.trim().trim_start_matches('/');
+    if own.split('/').any(|c| c == "..") {
+        return Err(format!("/proc/self/cgroup names {own:?}"));
+    }
     let own_dir = mount.join(own);
-    let parent = match own_dir.parent() {
-        Some(p) if !own.is_empty() && !own.contains("..") => p.to_path_buf(),
-        _ => {
-            return Err(format!(
-                "img runs in the root cgroup of {}: start it in a cgroup under a subtree \
-                 delegated to you (such as `systemd-run --user --scope`)",
-                mount.display()
-            ));
+    let root = match own_dir.parent() {
+        Some(parent) if own_dir.file_name() == Some(std::ffi::OsStr::new(LEAF)) => {
+            parent.to_path_buf()
         }
+        _ => own_dir,
     };
     for path in [
-        parent.clone(),
-        parent.join("cgroup.procs"),
-        parent.join("cgroup.subtree_control"),
+        root.clone(),
+        root.join("cgroup.procs"),
+        root.join("cgroup.subtree_control"),
     ] {
         let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if meta.uid() != uid {
             return Err(format!(
-                "{} is not delegated to you (it belongs to uid {})",
+                "{} is not delegated to you (it belongs to uid {}; start img in a cgroup \
+                 that is, such as `systemd-run --user --scope -p Delegate=yes`)",
                 path.display(),
                 meta.uid()
             ));
         }
     }
-    if let Some(why) = lacking(&parent, controllers) {
+    if let Some(why) = lacking(&root, controllers) {
         return Err(why);
     }
-    Ok(parent)
+    Ok(root)
+}
+
+/// Move every process of the cgroup `root` (img's own among them) into its [`LEAF`], so that
+/// `root` may hand controllers to its children. Processes that end meanwhile are skipped; one
+/// that cannot be moved (not the user's) fails it, naming the process.
+fn evacuate(root: &Path) -> Result<()> {
+    let leaf = root.join(LEAF);
+    match std::fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(sys(leaf.display())(e)),
+    }
+    // Processes may fork while they are moved: a few passes until none is left.
+    for _ in 0..8 {
+        let procs = root.join("cgroup.procs");
+        let pids = std::fs::read_to_string(&procs).map_err(sys(procs.display()))?;
+        let pids: Vec<&str> = pids.split_whitespace().collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        for pid in pids {
+            match std::fs::write(leaf.join("cgroup.procs"), pid) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => {
+                    return Err(sys(format!(
+                        "moving process {pid} from {} into {}",
+                        root.display(),
+                        leaf.display()
+                    ))(e));
+                }
+            }
+        }
+    }
+    Err(Error::Config(format!(
+        "{} keeps getting new processes: cannot move them all into {LEAF}",
+        root.display()
+    )))
 }
 
 impl Cgroup {
@@ -182,22 +228,26 @@ impl Cgroup {
         }
     }
 
-    /// A rootless container's cgroup, `img-<name>` beside this process's own in the subtree
-    /// delegated to the user, with the limits of `resources` (memory, pids, cpu; devices are
-    /// the user namespace's business). Fails, saying why, where there is no such subtree.
+    /// A rootless container's cgroup, `img-<name>` in the cgroup delegated to the user that
+    /// img runs in, with the limits of `resources` (memory, pids, cpu; devices are the user
+    /// namespace's business). Fails, saying why, where there is no such cgroup.
     pub fn delegated(name: &str, resources: &LinuxResources) -> Result<Cgroup> {
         let controllers: Vec<&str> = needed(resources).into_iter().map(|(c, _)| c).collect();
-        let parent = delegated_parent(&controllers)?;
-        let enabled = std::fs::read_to_string(parent.join("cgroup.subtree_control"))
-            .map_err(sys(parent.display()))?;
-        for c in &controllers {
-            if !enabled.split_whitespace().any(|e| e == *c) {
-                // EBUSY: the parent holds processes itself (cgroup v2 allows controllers only
-                // for cgroups whose processes are all in children).
-                write(&parent, "cgroup.subtree_control", &format!("+{c}"))?;
+        let root = delegated_root(&controllers)?;
+        let enabled = std::fs::read_to_string(root.join("cgroup.subtree_control"))
+            .map_err(sys(root.display()))?;
+        let missing: Vec<&str> = controllers
+            .iter()
+            .copied()
+            .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+            .collect();
+        if !missing.is_empty() {
+            evacuate(&root)?;
+            for c in missing {
+                write(&root, "cgroup.subtree_control", &format!("+{c}"))?;
             }
         }
-        let dir = parent.join(format!("img-{name}"));
+        let dir = root.join(format!("img-{name}"));
         std::fs::create_dir(&dir).map_err(sys(dir.display()))?;
         let cg = Cgroup {
             dirs: vec![dir],
@@ -215,13 +265,13 @@ impl Cgroup {
 mod tests {
     use super::*;
 
-    /// A directory tree shaped like a cgroup2 mount: `a/b` holds the process, `a` is the
-    /// parent (plain files stand for the kernel's).
+    /// A directory tree shaped like a cgroup2 mount: `a/b` is the delegated cgroup img runs
+    /// in (or in its leaf), `a` above it (plain files stand for the kernel's).
     fn tree(name: &str, controllers: &str) -> PathBuf {
         let root = std::env::temp_dir().join(format!("img-cg-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let parent = root.join("a");
-        std::fs::create_dir_all(parent.join("b")).unwrap();
+        let parent = root.join("a/b");
+        std::fs::create_dir_all(parent.join(LEAF)).unwrap();
         std::fs::write(
             root.join("cgroup.controllers"),
             "cpuset cpu io memory pids\n",
@@ -242,11 +292,15 @@ mod tests {
     }
 
     #[test]
-    fn the_parent_of_our_cgroup_when_we_own_it_and_it_has_the_controllers() {
+    fn our_cgroup_when_we_own_it_and_it_has_the_controllers_also_from_its_leaf() {
         let root = tree("ok", "cpuset cpu io memory pids\n");
         assert_eq!(
-            parent_in(&root, "/a/b\n", me(), &["memory", "pids"]),
-            Ok(root.join("a"))
+            root_in(&root, "/a/b\n", me(), &["memory", "pids"]),
+            Ok(root.join("a/b"))
+        );
+        assert_eq!(
+            root_in(&root, "/a/b/img-leaf", me(), &["memory", "pids"]),
+            Ok(root.join("a/b"))
         );
         std::fs::remove_dir_all(&root).unwrap();
     }
@@ -254,19 +308,19 @@ mod tests {
     #[test]
     fn refused_with_the_reason() {
         let root = tree("refused", "cpu io\n");
-        let missing = parent_in(&root, "/a/b", me(), &["memory", "cpu", "pids"]).unwrap_err();
+        let missing = root_in(&root, "/a/b", me(), &["memory", "cpu", "pids"]).unwrap_err();
         assert!(
             missing.contains("offers no memory or pids controllers"),
             "{missing}"
         );
         assert!(missing.contains("it has: cpu io"), "{missing}");
-        let theirs = parent_in(&root, "/a/b", me() + 1, &["cpu"]).unwrap_err();
+        let theirs = root_in(&root, "/a/b", me() + 1, &["cpu"]).unwrap_err();
         assert!(theirs.contains("is not delegated to you"), "{theirs}");
-        let top = parent_in(&root, "/", me(), &["cpu"]).unwrap_err();
-        assert!(top.contains("root cgroup"), "{top}");
+        let climbing = root_in(&root, "/a/b/../..", me(), &["cpu"]).unwrap_err();
+        assert!(climbing.contains("names"), "{climbing}");
         // The hybrid layout: controllers on v1, the cgroup2 mount has none of them.
         std::fs::write(root.join("cgroup.controllers"), "hugetlb\n").unwrap();
-        let hybrid = parent_in(&root, "/a/b", me(), &["memory"]).unwrap_err();
+        let hybrid = root_in(&root, "/a/b", me(), &["memory"]).unwrap_err();
         assert!(
             hybrid.contains("offers no memory controller (it has: hugetlb)"),
             "{hybrid}"

@@ -258,12 +258,12 @@ impl Cgroup {
     }
 
     /// The cgroup a container of this id would have, as far as it exists (without root: in
-    /// the subtree delegated to the user, found from this process's cgroup).
+    /// the cgroup delegated to the user that this process runs in).
     pub fn existing(name: &str) -> Cgroup {
         if !crate::userns::is_root() {
-            let dirs = delegated::delegated_parent(&[])
+            let dirs = delegated::delegated_root(&[])
                 .ok()
-                .map(|parent| parent.join(format!("img-{name}")))
+                .map(|root| root.join(format!("img-{name}")))
                 .filter(|dir| dir.is_dir())
                 .into_iter()
                 .collect();
