@@ -234,6 +234,18 @@ impl Cgroup {
     pub fn delegated(name: &str, resources: &LinuxResources) -> Result<Cgroup> {
         let controllers: Vec<&str> = needed(resources).into_iter().map(|(c, _)| c).collect();
         let root = delegated_root(&controllers)?;
+        Cgroup::child_of(&root, name, &controllers, Some(resources))
+    }
+
+    /// `img-<name>` in the delegated cgroup `root`, with `controllers` handed down to it
+    /// (`root`'s processes moved into [`LEAF`] first when some are not yet) and `resources`'
+    /// limits.
+    fn child_of(
+        root: &Path,
+        name: &str,
+        controllers: &[&str],
+        resources: Option<&LinuxResources>,
+    ) -> Result<Cgroup> {
         let enabled = std::fs::read_to_string(root.join("cgroup.subtree_control"))
             .map_err(sys(root.display()))?;
         let missing: Vec<&str> = controllers
@@ -242,9 +254,9 @@ impl Cgroup {
             .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
             .collect();
         if !missing.is_empty() {
-            evacuate(&root)?;
+            evacuate(root)?;
             for c in missing {
-                write(&root, "cgroup.subtree_control", &format!("+{c}"))?;
+                write(root, "cgroup.subtree_control", &format!("+{c}"))?;
             }
         }
         let dir = root.join(format!("img-{name}"));
@@ -253,7 +265,7 @@ impl Cgroup {
             dirs: vec![dir],
             unified: true,
         };
-        if let Err(e) = cg.limit_v2(Some(resources)) {
+        if let Err(e) = cg.limit_v2(resources) {
             let _ = cg.remove();
             return Err(e);
         }
@@ -330,6 +342,59 @@ mod tests {
             "{hybrid}"
         );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// On the kernel's cgroup2 (here the hybrid layout's, which offers hugetlb): a cgroup
+    /// holding a process of its own is emptied into its leaf before it hands a controller down,
+    /// and the container's cgroup then has that controller and takes processes.
+    #[test]
+    #[cfg_attr(not(img_root), ignore = "needs root: makes cgroups")]
+    fn a_cgroup_with_processes_moves_them_to_its_leaf_and_hands_a_controller_down() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let (mount, _) = cgroup2_mount(&mountinfo).expect("a cgroup2 mount");
+        let available = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap();
+        let words: Vec<&str> = available.split_whitespace().collect();
+        let controller = ["pids", "hugetlb", "memory"]
+            .into_iter()
+            .find(|c| words.contains(c))
+            .unwrap_or_else(|| panic!("{} offers no controller to try", mount.display()));
+        let _ = std::fs::write(
+            mount.join("cgroup.subtree_control"),
+            format!("+{controller}"),
+        );
+        let root = mount.join(format!("img-test-leaf-{}", std::process::id()));
+        std::fs::create_dir(&root).unwrap();
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        std::fs::write(root.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+
+        let cg = Cgroup::child_of(&root, "test", &[controller], None).unwrap();
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(root.join("cgroup.procs")), "");
+        assert_eq!(
+            read(root.join(LEAF).join("cgroup.procs")).trim(),
+            sleeper.id().to_string()
+        );
+        assert!(read(root.join("cgroup.subtree_control")).contains(controller));
+        let dir = root.join("img-test");
+        assert_eq!(cg.dirs, vec![dir.clone()]);
+        assert!(read(dir.join("cgroup.controllers")).contains(controller));
+        cg.add(sleeper.id()).unwrap();
+        assert_eq!(
+            read(dir.join("cgroup.procs")).trim(),
+            sleeper.id().to_string()
+        );
+        // A second container finds the controller enabled and the leaf in place.
+        let again = Cgroup::child_of(&root, "again", &[controller], None).unwrap();
+
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        cg.remove().unwrap();
+        again.remove().unwrap();
+        std::fs::remove_dir(root.join(LEAF)).unwrap();
+        std::fs::remove_dir(&root).unwrap();
     }
 
     #[test]
