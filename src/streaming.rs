@@ -176,27 +176,39 @@ fn finish_layer(
     ids: Ids,
     feed: Option<SnapshotFeed>,
 ) -> img_unpack::Result<()> {
+    match feed.and_then(SnapshotFeed::wait) {
+        Some(fed) => commit_fed(store, plan, layer, ids, Box::new(fed))?,
+        None => {
+            let (diff_id, chain_id, lowers) = &ids;
+            img_unpack::prepare_snapshot(store, &layer, diff_id, chain_id, lowers)?;
+        }
+    }
+    // Also when this one waits: the lower snapshots may have been committed since its commit
+    // looked, by a worker that found nothing waiting yet.
+    offer_waiting(store, plan)
+}
+
+/// Commit a fed snapshot: kept, set aside to wait for its lower snapshots, or (refused)
+/// prepared from the stored blob instead.
+fn commit_fed(
+    store: &Store,
+    plan: &Mutex<Plan>,
+    layer: Descriptor,
+    ids: Ids,
+    fed: Box<FedSnapshot>,
+) -> img_unpack::Result<()> {
     let (diff_id, chain_id, lowers) = &ids;
-    let kept = match feed.and_then(SnapshotFeed::wait) {
-        Some(fed) => match fed.commit(store, diff_id, chain_id, lowers)? {
-            Settled::Kept => true,
-            Settled::Waiting(fed) => {
-                lock(plan).waiting.push((layer, ids, fed));
-                // The lower snapshots may have been committed since the commit looked: a
-                // worker that did so found nothing waiting yet.
-                return offer_waiting(store, plan);
-            }
-            Settled::Refused => false,
-        },
-        None => false,
-    };
-    if kept || img_unpack::prepare_snapshot(store, &layer, diff_id, chain_id, lowers)? {
-        offer_waiting(store, plan)?;
+    match fed.commit(store, diff_id, chain_id, lowers)? {
+        Settled::Kept => {}
+        Settled::Waiting(fed) => lock(plan).waiting.push((layer, ids, fed)),
+        Settled::Refused => {
+            img_unpack::prepare_snapshot(store, &layer, diff_id, chain_id, lowers)?;
+        }
     }
     Ok(())
 }
 
-/// Offer the waiting fed snapshots whose lower snapshots are all there now.
+/// Offer the waiting fed snapshots whose lower snapshots are all there now, until none is.
 fn offer_waiting(store: &Store, plan: &Mutex<Plan>) -> img_unpack::Result<()> {
     loop {
         let ready: Vec<_> = {
@@ -211,14 +223,7 @@ fn offer_waiting(store: &Store, plan: &Mutex<Plan>) -> img_unpack::Result<()> {
             return Ok(());
         }
         for (layer, ids, fed) in ready {
-            let (diff_id, chain_id, lowers) = &ids;
-            match fed.commit(store, diff_id, chain_id, lowers)? {
-                Settled::Kept => {}
-                Settled::Waiting(fed) => lock(plan).waiting.push((layer, ids, fed)),
-                Settled::Refused => {
-                    img_unpack::prepare_snapshot(store, &layer, diff_id, chain_id, lowers)?;
-                }
-            }
+            commit_fed(store, plan, layer, ids, fed)?;
         }
     }
 }

@@ -430,6 +430,133 @@ fn a_corrupted_blob_is_refused_and_not_kept() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// TLS: a certificate nobody vouches for
+
+/// A TLS registry answering `/v2/` (and 404 for everything else) with a certificate for
+/// 127.0.0.1 signed by a CA made for the test, which no system store trusts; killed on drop.
+struct TlsRegistry {
+    child: std::process::Child,
+    port: u16,
+    /// The CA that signed its certificate.
+    ca: PathBuf,
+}
+
+impl TlsRegistry {
+    fn start(dir: &Path) -> TlsRegistry {
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let (ca_key, ca, key, csr, crt, ext) = (
+            path("ca.key"),
+            path("ca.crt"),
+            path("leaf.key"),
+            path("leaf.csr"),
+            path("leaf.crt"),
+            path("leaf.ext"),
+        );
+        fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        #[rustfmt::skip]
+        let steps: [&[&str]; 3] = [
+            &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+              "-subj", "/CN=img-test-ca", "-keyout", &ca_key, "-out", &ca],
+            &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+              "-keyout", &key, "-out", &csr],
+            &["x509", "-req", "-days", "2", "-CAcreateserial", "-in", &csr, "-CA", &ca,
+              "-CAkey", &ca_key, "-out", &crt, "-extfile", &ext],
+        ];
+        for args in steps {
+            support::run_tool("openssl", args);
+        }
+        let server = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path == "/v2/"
+        body = b"{}" if ok else b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}'
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_HEAD = do_GET
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", server, &crt, &key])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("cannot run python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("the TLS test registry did not start: {line:?}")
+        });
+        TlsRegistry {
+            child,
+            port,
+            ca: dir.join("ca.crt"),
+        }
+    }
+}
+
+impl Drop for TlsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The attack: a registry whose certificate no trusted CA signed (a man in the middle) is
+/// refused at the handshake, saying so; the same registry with its CA given for it
+/// (`--cert-dir`, docker's certs.d layout) is spoken to — so the refusal was the certificate's.
+#[test]
+fn a_registry_certificate_no_trusted_ca_signed_is_refused() {
+    let sb = Sandbox::new("tls-untrusted");
+    let registry = TlsRegistry::start(&sb.home);
+    let reference = format!("127.0.0.1:{}/busybox:latest", registry.port);
+
+    let run = sb.run(&["pull", &reference]);
+    run.assert_failed();
+    let line = assert_one_error_line(&run.stderr);
+    assert!(
+        line.contains("invalid peer certificate: UnknownIssuer"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("127.0.0.1:{}", registry.port)),
+        "{line}"
+    );
+    sb.assert_nothing_stored();
+
+    let certs = sb.home.join("certs.d");
+    let dir = certs.join(format!("127.0.0.1:{}", registry.port));
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(&registry.ca, dir.join("ca.crt")).unwrap();
+    let run = sb.run(&["pull", "--cert-dir", certs.to_str().unwrap(), &reference]);
+    run.assert_failed();
+    let line = assert_one_error_line(&run.stderr);
+    assert!(
+        line.contains("404") && line.contains("MANIFEST_UNKNOWN"),
+        "{line}"
+    );
+    assert!(!line.contains("certificate"), "{line}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // token auth, the CDN, credentials
 
 #[test]

@@ -345,14 +345,16 @@ fn run_inner(global: &Global, args: RunArgs) -> Result<i32> {
     if !img_run::userns::is_root() {
         // Rootless: what needs host root is refused, not dropped, before anything is pulled;
         // limits only where a cgroup v2 subtree is delegated (make_rootless keeps them then).
-        let limits: Vec<(&str, &str)> = [
-            (args.memory.is_some(), ("memory", "--memory")),
-            (args.pids_limit.is_some(), ("pids", "--pids-limit")),
-            (args.cpus.is_some(), ("cpu", "--cpus")),
-        ]
-        .into_iter()
-        .filter_map(|(asked, limit)| asked.then_some(limit))
-        .collect();
+        let asked = [
+            args.memory.is_some(),
+            args.pids_limit.is_some(),
+            args.cpus.is_some(),
+        ];
+        let limits: Vec<(&str, &str)> = img_run::cgroup::delegated::LIMITS
+            .into_iter()
+            .zip(asked)
+            .filter_map(|(limit, asked)| asked.then_some(limit))
+            .collect();
         let keep = if args.bundle.is_some() {
             img_run::userns::RootlessLimits::Refuse
         } else {

@@ -341,20 +341,14 @@ pub fn make_rootless(
         .map(crate::cgroup::delegated::needed)
         .unwrap_or_default();
     check_rootless_limits(&asked, limits)?;
-    let kept = (!asked.is_empty()).then(|| {
-        let r = &spec["linux"]["resources"];
-        serde_json::json!({"memory": r["memory"], "pids": r["pids"], "cpu": r["cpu"]})
-    });
+    // What may stay (the limits just allowed); devices and the rest go.
+    let kept: serde_json::Map<String, Value> = asked
+        .iter()
+        .map(|(key, _)| (key.to_string(), spec["linux"]["resources"][*key].clone()))
+        .collect();
     if let Some(linux) = spec["linux"].as_object_mut() {
         linux.remove("resources");
-        if let Some(kept) = kept {
-            let kept: serde_json::Map<String, Value> = kept
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+        if !kept.is_empty() {
             linux.insert("resources".into(), Value::Object(kept));
         }
     }

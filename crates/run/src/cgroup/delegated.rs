@@ -18,19 +18,26 @@ use super::{Cgroup, write};
 use crate::error::sys;
 use crate::{Error, Result};
 
-/// The controllers the limits in `resources` need, with the `run` flag that asks for each.
+/// The limits a container can have: the controller (and the key in a spec's
+/// `linux.resources`) and the `run` flag that asks for it.
+pub const LIMITS: [(&str, &str); 3] = [
+    ("memory", "--memory"),
+    ("pids", "--pids-limit"),
+    ("cpu", "--cpus"),
+];
+
+/// The [`LIMITS`] `resources` sets.
 pub fn needed(resources: &LinuxResources) -> Vec<(&'static str, &'static str)> {
-    let mut out = Vec::new();
-    if resources.memory().is_some() {
-        out.push(("memory", "--memory"));
-    }
-    if resources.pids().is_some() {
-        out.push(("pids", "--pids-limit"));
-    }
-    if resources.cpu().is_some() {
-        out.push(("cpu", "--cpus"));
-    }
-    out
+    let set = [
+        resources.memory().is_some(),
+        resources.pids().is_some(),
+        resources.cpu().is_some(),
+    ];
+    LIMITS
+        .into_iter()
+        .zip(set)
+        .filter_map(|(limit, set)| set.then_some(limit))
+        .collect()
 }
 
 /// The child of the delegated cgroup its own processes are moved into.
@@ -41,34 +48,44 @@ pub const LEAF: &str = "img-leaf";
 /// and `cgroup.subtree_control`, as `Delegate=` leaves them — and it offers `controllers`. The
 /// error says why not, in one line.
 pub fn delegated_root(controllers: &[&str]) -> Result<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let found = match (cgroup2_mount(&mountinfo), own_cgroup(&own)) {
-        (None, _) => {
-            Err("no cgroup v2 is mounted (cgroup v1 hierarchies are not delegated to users)".into())
-        }
-        (_, None) => Err("/proc/self/cgroup names no cgroup v2".into()),
-        // Our cgroup as a path below the mount point (a bind-mounted subtree shows only what
-        // is below its root).
-        (Some((mount, root)), Some(own)) => match own.strip_prefix(root.trim_end_matches('/')) {
-            Some(below) => root_in(
+    locate("self")
+        .and_then(|(mount, below)| {
+            root_in(
                 &mount,
-                below,
+                &below,
                 rustix::process::geteuid().as_raw(),
                 controllers,
-            ),
-            None => Err(format!(
-                "img's cgroup {own} is not under the cgroup2 mount {} (its root is {root})",
-                mount.display()
-            )),
-        },
+            )
+        })
+        .map_err(Error::Config)
+}
+
+/// Where the cgroup v2 of process `pid` (`self` or a number) is: the cgroup2 mount point and
+/// the path below it (a bind-mounted subtree shows only what is below its root). The error
+/// says why it cannot be found.
+fn locate(pid: &str) -> std::result::Result<(PathBuf, String), String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some((mount, root)) = cgroup2_mount(&mountinfo) else {
+        return Err(
+            "no cgroup v2 is mounted (cgroup v1 hierarchies are not delegated to users)".into(),
+        );
     };
-    found.map_err(Error::Config)
+    let file = format!("/proc/{pid}/cgroup");
+    let Some(path) = own_cgroup(&std::fs::read_to_string(&file).unwrap_or_default()) else {
+        return Err(format!("{file} names no cgroup v2"));
+    };
+    match path.strip_prefix(root.trim_end_matches('/')) {
+        Some(below) => Ok((mount, below.to_string())),
+        None => Err(format!(
+            "the cgroup {path} is not under the cgroup2 mount {} (its root is {root})",
+            mount.display()
+        )),
+    }
 }
 
 /// The cgroup2 filesystem's mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on the
 /// hybrid layout) and the cgroup its root is (`/` unless a subtree was bind-mounted).
-fn cgroup2_mount(mountinfo: &str) -> Option<(PathBuf, String)> {
+pub(super) fn cgroup2_mount(mountinfo: &str) -> Option<(PathBuf, String)> {
     mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         if right.split(' ').next() != Some("cgroup2") {
@@ -80,12 +97,22 @@ fn cgroup2_mount(mountinfo: &str) -> Option<(PathBuf, String)> {
     })
 }
 
-/// This process's cgroup v2 path (the `0::` line of `/proc/self/cgroup`).
+/// A process's cgroup v2 path (the `0::` line of `/proc/PID/cgroup`).
 fn own_cgroup(proc_cgroup: &str) -> Option<String> {
     proc_cgroup
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(str::to_string)
+}
+
+/// Those of `controllers` a cgroup file's list (`cgroup.controllers`,
+/// `cgroup.subtree_control`) does not name.
+fn absent<'a>(controllers: &[&'a str], list: &str) -> Vec<&'a str> {
+    controllers
+        .iter()
+        .copied()
+        .filter(|c| !list.split_whitespace().any(|l| l == *c))
+        .collect()
 }
 
 /// Which of `controllers` the cgroup `dir` cannot give its children, as an error line.
@@ -95,11 +122,7 @@ fn lacking(dir: &Path, controllers: &[&str]) -> Option<String> {
         Ok(text) => text,
         Err(e) => return Some(format!("{}: {e}", file.display())),
     };
-    let missing: Vec<&str> = controllers
-        .iter()
-        .copied()
-        .filter(|c| !available.split_whitespace().any(|a| a == *c))
-        .collect();
+    let missing = absent(controllers, &available);
     if missing.is_empty() {
         return None;
     }
@@ -208,16 +231,12 @@ impl Cgroup {
         if crate::userns::is_root() {
             return Cgroup::existing(name);
         }
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let found = pid
-            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
-            .and_then(|text| own_cgroup(&text))
-            .zip(cgroup2_mount(&mountinfo))
-            .and_then(|(path, (mount, root))| {
-                let below = path.strip_prefix(root.trim_end_matches('/'))?;
-                let dir = mount.join(below.trim_start_matches('/'));
-                let ours = dir.file_name()? == std::ffi::OsStr::new(&format!("img-{name}"));
-                (ours && dir.is_dir()).then_some(dir)
+            .and_then(|pid| locate(&pid.to_string()).ok())
+            .map(|(mount, below)| mount.join(below.trim_start_matches('/')))
+            .filter(|dir| {
+                dir.file_name() == Some(std::ffi::OsStr::new(&format!("img-{name}")))
+                    && dir.is_dir()
             });
         match found {
             Some(dir) => Cgroup {
@@ -248,11 +267,7 @@ impl Cgroup {
     ) -> Result<Cgroup> {
         let enabled = std::fs::read_to_string(root.join("cgroup.subtree_control"))
             .map_err(sys(root.display()))?;
-        let missing: Vec<&str> = controllers
-            .iter()
-            .copied()
-            .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
-            .collect();
+        let missing = absent(controllers, &enabled);
         if !missing.is_empty() {
             evacuate(root)?;
             for c in missing {

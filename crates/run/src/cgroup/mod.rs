@@ -58,10 +58,8 @@ pub fn layout() -> String {
         .filter(|c| !c.starts_with("name="))
         .collect();
     controllers.sort();
-    let unified = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.contains(" - cgroup2 "));
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let unified = delegated::cgroup2_mount(&mountinfo).is_some();
     let kind = if unified { "hybrid: v1" } else { "v1" };
     format!("{kind} ({})", controllers.join(", "))
 }
